@@ -1,0 +1,31 @@
+"""`Annotated` dependency aliases: handlers ask for what they need by type."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+
+from ainfinity.core.config import ApiKey, Settings
+from ainfinity.middleware.auth import require_api_key
+from ainfinity.services.skypilot_service import SkyPilotService
+from ainfinity.store import JobStore
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> JobStore:
+    store: JobStore = request.app.state.store
+    return store
+
+
+def get_service(request: Request) -> SkyPilotService:
+    service: SkyPilotService = request.app.state.service
+    return service
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[JobStore, Depends(get_store)]
+ServiceDep = Annotated[SkyPilotService, Depends(get_service)]
+CurrentKey = Annotated[ApiKey, Security(require_api_key)]

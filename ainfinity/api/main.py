@@ -1,0 +1,115 @@
+"""The app factory. `uvicorn ainfinity.api.main:app` serves the app built from the
+environment; tests build their own with `create_app(settings)`.
+
+Building an app touches no files: the store, the API key file and the reconciler all
+start in the lifespan, so importing this module is free of side effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import anyio
+from fastapi import FastAPI, Request
+
+from ainfinity import __version__
+from ainfinity.api.v1 import api_router
+from ainfinity.core.config import ApiKey, Settings, get_settings
+from ainfinity.core.logging import configure_logging
+from ainfinity.exceptions import register_exception_handlers
+from ainfinity.middleware.auth import KeyRing, load_or_create_key_file
+from ainfinity.middleware.cors import install_cors
+from ainfinity.middleware.rate_limit import RateLimitMiddleware, build_limiter
+from ainfinity.middleware.request_logging import RequestLoggingMiddleware
+from ainfinity.services.local_executor import LocalExecutor
+from ainfinity.services.skypilot_service import SkyPilotService
+from ainfinity.services.task_render import load_template
+from ainfinity.store import JobStore
+
+logger = logging.getLogger("ainfinity")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the whole app: middleware, routers, error handlers and background reconciler."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    store = JobStore(settings.home)
+    service = SkyPilotService(
+        settings=settings,
+        store=store,
+        executors={"local": LocalExecutor(settings)},
+        template=load_template(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store.initialize()
+        if not app.state.keyring.keys:
+            app.state.keyring.keys = [_server_key(settings)]
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        service.on_change = lambda: loop.call_soon_threadsafe(wake.set)
+        await anyio.to_thread.run_sync(service.startup)
+        reconciler = asyncio.create_task(_reconcile_forever(service, wake, settings))
+        try:
+            yield
+        finally:
+            # Jobs keep running: a restarted server picks them up again.
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
+
+    app = FastAPI(
+        title="ainfinity",
+        version=__version__,
+        summary="Control plane for LLM fine-tuning: launch, watch and cancel jobs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.service = service
+    app.state.keyring = KeyRing(settings.parsed_api_keys())
+
+    register_exception_handlers(app)
+    # Added innermost first: logging sees every response, 401s and 429s included.
+    limiter = build_limiter(settings)
+    app.state.limiter = limiter
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, rate=settings.rate_limit)
+    install_cors(app, settings)
+    app.add_middleware(RequestLoggingMiddleware)
+    app.include_router(api_router)
+
+    @app.get("/health", tags=["health"])
+    async def health(request: Request) -> dict[str, str]:
+        """Liveness probe; needs no API key."""
+        return {"status": "ok"}
+
+    return app
+
+
+def _server_key(settings: Settings) -> ApiKey:
+    key, created = load_or_create_key_file(settings.home)
+    path = settings.home / "api_key"
+    if created:
+        # Printed once, on the terminal of whoever started the server; never logged.
+        print(f"ainfinity: generated an API key, saved in {path} (mode 0600):\n  {key}", flush=True)
+    else:
+        print(f"ainfinity: using the API key in {path}", flush=True)
+    return ApiKey.from_plain("default", key)
+
+
+async def _reconcile_forever(service: SkyPilotService, wake: asyncio.Event, settings: Settings) -> None:
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), settings.reconcile_interval_seconds)
+        wake.clear()
+        try:
+            await anyio.to_thread.run_sync(service.reconcile)
+        except Exception:
+            logger.exception("reconcile pass failed; retrying on the next tick")
+
+
+app = create_app()

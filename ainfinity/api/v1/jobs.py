@@ -1,0 +1,112 @@
+"""`/api/v1/jobs`: launch, list, inspect, cancel and delete fine-tuning jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+from fastapi.responses import PlainTextResponse
+
+from ainfinity.api.dependencies import CurrentKey, ServiceDep
+from ainfinity.schema.activity import EventList, MetricList
+from ainfinity.schema.error import ErrorResponse
+from ainfinity.schema.job import Job, JobCreate, JobList, JobStatus
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+JobName = Annotated[str, Path(min_length=1, max_length=64, description="The job's name.")]
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such job"}}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        409: {"model": ErrorResponse, "description": "Name taken"},
+        501: {"model": ErrorResponse, "description": "Executor not available"},
+    },
+)
+def create_job(body: JobCreate, service: ServiceDep, key: CurrentKey) -> Job:
+    """Validate a job, store it with its rendered SkyPilot task, and queue it to run."""
+    return service.create_job(body, actor=key.name).public()
+
+
+@router.get("")
+def list_jobs(
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=256, description="`next_cursor`")] = None,
+    status: JobStatus | None = None,
+) -> JobList:
+    """Jobs newest first; pass `next_cursor` as `after` for the next page."""
+    page = service.list_jobs(limit=limit, cursor=after, status=status)
+    return JobList(
+        data=[record.public() for record in page.jobs],
+        has_more=page.next_cursor is not None,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/{name}", responses=NOT_FOUND)
+def get_job(name: JobName, service: ServiceDep) -> Job:
+    return service.get_job(name).public()
+
+
+@router.post(
+    "/{name}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "Already finished"}},
+)
+def cancel_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Job:
+    """Stop a job: queued ones end at once, running ones go through CANCELLING."""
+    return service.cancel_job(name, actor=key.name).public()
+
+
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "Still active"}},
+)
+def delete_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Response:
+    """Remove a finished job's record and files."""
+    service.delete_job(name, actor=key.name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{name}/logs",
+    response_class=PlainTextResponse,
+    responses={**NOT_FOUND, 200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def get_logs(
+    name: JobName,
+    service: ServiceDep,
+    tail: Annotated[int | None, Query(ge=0, le=1_000_000, description="Last N lines")] = None,
+) -> PlainTextResponse:
+    """The job's combined stdout and stderr."""
+    return PlainTextResponse(service.read_logs(name, tail=tail))
+
+
+@router.get("/{name}/events", responses=NOT_FOUND)
+def get_events(name: JobName, service: ServiceDep) -> EventList:
+    """Every state change and user action, oldest first."""
+    return EventList(data=service.list_events(name))
+
+
+@router.get("/{name}/metrics", responses=NOT_FOUND)
+def get_metrics(name: JobName, service: ServiceDep) -> MetricList:
+    """Training metrics, one record per logging step, as the run writes them."""
+    return MetricList(data=service.list_metrics(name))
+
+
+@router.get(
+    "/{name}/task",
+    response_class=PlainTextResponse,
+    responses={
+        **NOT_FOUND,
+        200: {"content": {"application/yaml": {"schema": {"type": "string"}}}},
+    },
+)
+def get_task(name: JobName, service: ServiceDep) -> Response:
+    """The rendered SkyPilot task; `sky jobs launch task.yaml` runs it by hand."""
+    return Response(service.task_yaml(name), media_type="application/yaml")

@@ -1,0 +1,1 @@
+"""Process-wide concerns: settings and logging."""

@@ -1,0 +1,108 @@
+"""Settings: one pydantic-settings class, read from `AINFINITY_*` variables and `.env`."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ExecutorName = Literal["local", "skypilot"]
+
+_KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ApiKey(BaseModel):
+    """A named API key; only its SHA-256 digest is kept in memory."""
+
+    name: str
+    digest: bytes
+    role: Literal["admin", "user"] = "admin"
+
+    @classmethod
+    def from_plain(cls, name: str, key: str, role: Literal["admin", "user"] = "admin") -> ApiKey:
+        return cls(name=name, digest=hashlib.sha256(key.encode()).digest(), role=role)
+
+
+def parse_api_keys(raw: str) -> list[ApiKey]:
+    """Parse `name:key[:role]` pairs separated by commas; `key` may be `sha256:<hex>`."""
+    keys: list[ApiKey] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, sep, rest = item.partition(":")
+        if not sep or not _KEY_NAME.match(name) or not rest:
+            raise ValueError("AINFINITY_API_KEYS entries must look like name:key[:role]")
+        role: Literal["admin", "user"] = "admin"
+        if rest.endswith((":admin", ":user")):
+            rest, _, role_text = rest.rpartition(":")
+            role = "admin" if role_text == "admin" else "user"
+        if rest.startswith("sha256:"):
+            hex_digest = rest.removeprefix("sha256:")
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", hex_digest):
+                raise ValueError(f"API key {name!r}: sha256: must be followed by 64 hex digits")
+            keys.append(ApiKey(name=name, digest=bytes.fromhex(hex_digest), role=role))
+        else:
+            if len(rest) < 16:
+                raise ValueError(f"API key {name!r} is shorter than 16 characters")
+            keys.append(ApiKey.from_plain(name, rest, role))
+    if len({key.name for key in keys}) != len(keys):
+        raise ValueError("AINFINITY_API_KEYS has two keys with the same name")
+    return keys
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. `.env.example` lists each one with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="AINFINITY_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    home: Path = Path(".ainfinity")
+
+    # Kept as a SecretStr so the keys never show up in a repr or a log line.
+    api_keys: SecretStr = SecretStr("")
+    rate_limit: str = "120/minute"
+    rate_limit_storage: str = "memory://"
+    cors_origins: Annotated[list[str], NoDecode] = []
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
+
+    executor: ExecutorName = "local"
+    local_max_jobs: int = Field(1, ge=0, le=64)
+    local_gpus: int | None = Field(None, ge=0, le=64)
+    local_cancel_grace_seconds: float = Field(10.0, ge=0, le=600)
+    reconcile_interval_seconds: float = Field(1.0, gt=0, le=60)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: SecretStr) -> SecretStr:
+        parse_api_keys(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _absolute_home(self) -> Settings:
+        # Jobs run with their own working directory, so every path handed to them is absolute.
+        self.home = self.home.expanduser().resolve()
+        return self
+
+    def parsed_api_keys(self) -> list[ApiKey]:
+        return parse_api_keys(self.api_keys.get_secret_value())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""What every request passes through: auth, CORS, request logging, rate limiting."""

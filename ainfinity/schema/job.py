@@ -1,0 +1,167 @@
+"""Job models: what a client sends to launch one, and what it gets back."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ainfinity.schema.base import PublicModel, StrictModel
+
+JOB_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,38}$"
+JOB_NAME_RE = re.compile(JOB_NAME_PATTERN)
+
+# Control characters (NUL, newlines, escapes) have no business in any identifier we pass on.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+
+
+class JobStatus(str, Enum):
+    """Lifecycle of a job; `RECOVERING` is only reported by the SkyPilot executor."""
+
+    PENDING = "PENDING"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    RECOVERING = "RECOVERING"
+    CANCELLING = "CANCELLING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Hyperparameters(StrictModel):
+    """Training hyperparameters; `max_steps`, when set, overrides `epochs`."""
+
+    epochs: float = Field(1.0, gt=0, le=1000)
+    max_steps: int | None = Field(None, ge=1, le=10_000_000)
+    learning_rate: float = Field(2e-5, gt=0, le=1)
+    batch_size: int = Field(1, ge=1, le=4096, description="Per-device batch size.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    max_seq_length: int = Field(1024, ge=8, le=131_072)
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    logging_steps: int = Field(1, ge=1, le=100_000)
+
+
+class DeepSpeedOptions(StrictModel):
+    """ZeRO stage and CPU offload, applied when the job runs on GPUs."""
+
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload: bool = False
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> DeepSpeedOptions:
+        if self.offload and self.zero_stage < 2:
+            raise ValueError("offload needs zero_stage 2 or 3")
+        return self
+
+
+class Resources(StrictModel):
+    """Where the job runs; read by SkyPilot's optimizer."""
+
+    accelerators: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}(:[1-9][0-9]{0,2})?$",
+        examples=["A100:8"],
+    )
+    num_nodes: int = Field(1, ge=1, le=512)
+    cloud: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    region: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    use_spot: bool = False
+
+
+MetadataKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+MetadataValue = Annotated[str, Field(max_length=1024)]
+
+
+class JobCreate(StrictModel):
+    """Body of `POST /api/v1/jobs`."""
+
+    name: str | None = Field(None, pattern=JOB_NAME_PATTERN, examples=["llama-sft-1"])
+    model: str = Field(
+        min_length=1,
+        max_length=512,
+        pattern=_NO_CONTROL,
+        description="HF hub id, a directory on the server, or `tiny-random-llama`.",
+        examples=["tiny-random-llama"],
+    )
+    dataset: str = Field(
+        min_length=1,
+        max_length=4096,
+        pattern=_NO_CONTROL,
+        description="Path of a JSONL file on the server, or a bucket URI (SkyPilot executor).",
+        examples=["samples/tiny_sft.jsonl"],
+    )
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions)
+    resources: Resources = Field(default_factory=Resources)
+    executor: Literal["local", "skypilot"] | None = Field(
+        None, description="Defaults to the server's AINFINITY_EXECUTOR."
+    )
+    metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_without_nul(cls, value: dict[str, str]) -> dict[str, str]:
+        if any("\x00" in v for v in value.values()):
+            raise ValueError("metadata values may not contain NUL bytes")
+        return value
+
+
+class JobSpec(JobCreate):
+    """A `JobCreate` after the server filled defaults and resolved paths."""
+
+    name: str = Field(pattern=JOB_NAME_PATTERN)
+    executor: Literal["local", "skypilot"]
+
+
+class Progress(PublicModel):
+    """The latest training step reported by the run."""
+
+    step: int
+    total_steps: int | None = None
+    loss: float | None = None
+
+
+class Job(PublicModel):
+    """A job as the API shows it."""
+
+    name: str
+    status: JobStatus
+    executor: str
+    spec: JobSpec
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failure_reason: str | None = None
+    progress: Progress | None = None
+    output_dir: str
+
+
+class JobRecord(Job):
+    """What `job.json` holds: the public job plus what only the server needs."""
+
+    owner: str | None = None
+    executor_state: dict[str, Any] = Field(default_factory=dict)
+    cancel_requested_at: datetime | None = None
+
+    def public(self) -> Job:
+        return Job.model_validate(self.model_dump(include=set(Job.model_fields)))
+
+
+class JobList(PublicModel):
+    """One page of jobs, newest first."""
+
+    data: list[Job]
+    has_more: bool
+    next_cursor: str | None = None

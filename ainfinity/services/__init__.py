@@ -1,0 +1,1 @@
+"""The service layer: SkyPilotService and the executors it drives."""

@@ -1,0 +1,39 @@
+"""The seam between the control plane and whatever runs a job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ainfinity.schema.job import JobRecord
+from ainfinity.store import JobPaths
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What an executor sees of a launched job right now."""
+
+    finished: bool
+    returncode: int | None = None
+
+
+class Executor(Protocol):
+    """Runs rendered SkyPilot tasks. Implementations must not block for long: the
+    reconciler calls them from a worker thread on every tick."""
+
+    name: str
+
+    def capacity(self) -> int | None:
+        """How many jobs may run at once (None: no limit); the rest wait PENDING."""
+
+    def launch(self, record: JobRecord, task: dict[str, Any], paths: JobPaths) -> dict[str, Any]:
+        """Start the task; return what must be stored to find the job again after a restart."""
+
+    def observe(self, record: JobRecord, paths: JobPaths) -> Observation:
+        """Report whether the launched job is still going, and how it ended."""
+
+    def cancel(self, record: JobRecord, paths: JobPaths, *, force: bool) -> None:
+        """Ask the job to stop (force: make it stop now)."""
+
+    def reap(self) -> None:
+        """Housekeeping on every tick (e.g. collect exited children)."""

@@ -1,0 +1,55 @@
+"""Check and resolve a job's model and dataset before anything is written or launched."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ainfinity.exceptions import InvalidDataset, InvalidModel
+from ainfinity.train.dataset import validate_dataset
+
+# Built by `ainfinity.train.tiny_model` on the node; named here so the API needs no torch.
+BUILTIN_MODELS = frozenset({"tiny-random-llama"})
+BUCKET_URI = re.compile(r"^(s3|gs|r2|cos|oci|az)://[a-z0-9][a-z0-9._-]*(/[^\s]*)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+DATASET_SUFFIXES = (".jsonl", ".json")
+
+
+def resolve_model(model: str) -> str:
+    """A built-in name, an absolute model directory, or a hub id (fetched on the node)."""
+    if model in BUILTIN_MODELS:
+        return model
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InvalidModel(f"Model directory {model!r} has no config.json.")
+        return str(path.resolve())
+    if HUB_ID.match(model) and ".." not in model:
+        return model
+    raise InvalidModel(
+        f"Model {model!r} is not a built-in ({', '.join(sorted(BUILTIN_MODELS))}), "
+        "a model directory on the server, or a hub id like 'org/name'."
+    )
+
+
+def resolve_dataset(dataset: str, *, executor: str) -> str:
+    """A bucket URI (SkyPilot only) or a readable, valid JSONL file, as an absolute path."""
+    if "://" in dataset:
+        if not BUCKET_URI.match(dataset):
+            raise InvalidDataset(f"Dataset URI {dataset!r} is not a supported bucket URI.")
+        if executor == "local":
+            raise InvalidDataset("Bucket URIs need the skypilot executor; give a local path.")
+        return dataset
+    path = Path(dataset).expanduser()
+    if not path.is_file():
+        raise InvalidDataset(f"Dataset {dataset!r} does not exist on the server or is not a file.")
+    if path.suffix.lower() not in DATASET_SUFFIXES:
+        raise InvalidDataset(f"Dataset {dataset!r} must be a JSONL file (.jsonl).")
+    try:
+        report = validate_dataset(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidDataset(f"Dataset {dataset!r} cannot be read: {exc}") from None
+    if report.errors:
+        problems = "; ".join(f"line {e.line}: {e.reason}" for e in report.errors)
+        raise InvalidDataset(f"Dataset {dataset!r} is not valid training data: {problems}")
+    return str(path.resolve())

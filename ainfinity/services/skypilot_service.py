@@ -1,0 +1,337 @@
+"""SkyPilotService: turns job requests into rendered SkyPilot tasks and drives them to the end.
+
+It knows nothing of HTTP. Requests (create, cancel, delete) are decided here under the
+job's lock; the reconciler - run on a timer and after every request - launches queued
+jobs and moves running ones along with what their executor observes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import yaml
+
+from ainfinity.core.config import Settings
+from ainfinity.exceptions import (
+    InvalidCursor,
+    InvalidSpec,
+    JobActive,
+    JobExists,
+    JobFinished,
+    JobNotFound,
+    NotImplementedYet,
+)
+from ainfinity.schema.activity import Event, EventType, Metric
+from ainfinity.schema.job import JobCreate, JobRecord, JobSpec, JobStatus, Progress
+from ainfinity.services.executor import Executor
+from ainfinity.services.failure import classify_failure
+from ainfinity.services.job_inputs import resolve_dataset, resolve_model
+from ainfinity.services.run_output import last_metric, read_log, read_metrics
+from ainfinity.services.task_render import dump_job_config, dump_task, job_config, render_task
+from ainfinity.store import JobPage, JobStore, decode_cursor
+
+logger = logging.getLogger("ainfinity.service")
+
+SYSTEM_ACTOR = "system"
+_LIVE = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.RECOVERING, JobStatus.CANCELLING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def generate_name() -> str:
+    return f"job-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def transition(
+    record: JobRecord, status: JobStatus, *, message: str, actor: str = SYSTEM_ACTOR
+) -> Event:
+    """Move a record to `status`, keeping its timestamps right; returns the event to log."""
+    now = utcnow()
+    record.status = status
+    record.updated_at = now
+    if status == JobStatus.RUNNING and record.started_at is None:
+        record.started_at = now
+    if status.is_terminal:
+        record.finished_at = now
+    return Event(
+        time=now, type=EventType.STATUS_CHANGED, status=status, message=message, actor=actor
+    )
+
+
+class SkyPilotService:
+    """The control plane's decisions about jobs."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: JobStore,
+        executors: Mapping[str, Executor],
+        template: dict[str, Any],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.executors = executors
+        self.template = template
+        # Set by the app to wake its reconciler loop early (after a create or cancel).
+        self.on_change: Callable[[], None] = lambda: None
+        self._reconcile_mutex = threading.Lock()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def create_job(self, request: JobCreate, *, actor: str) -> JobRecord:
+        executor_name = request.executor or self.settings.executor
+        if executor_name not in self.executors:
+            raise NotImplementedYet(f"The {executor_name} executor is not available yet.")
+        if executor_name == "local" and request.resources.num_nodes != 1:
+            raise InvalidSpec("The local executor runs one node; num_nodes must be 1.")
+        name = request.name or generate_name()
+        if self.store.exists(name):
+            raise JobExists(f"A job named {name!r} already exists.")
+        spec = JobSpec.model_validate(
+            {
+                **request.model_dump(),
+                "name": name,
+                "executor": executor_name,
+                "model": resolve_model(request.model),
+                "dataset": resolve_dataset(request.dataset, executor=executor_name),
+            }
+        )
+        paths = self.store.paths(name)
+        task = render_task(self.template, spec, workdir=paths.workdir)
+        now = utcnow()
+        record = JobRecord(
+            name=name,
+            status=JobStatus.PENDING,
+            executor=executor_name,
+            spec=spec,
+            created_at=now,
+            updated_at=now,
+            output_dir=str(paths.output),
+            owner=actor,
+        )
+        created = Event(
+            time=now,
+            type=EventType.CREATED,
+            status=JobStatus.PENDING,
+            message=f"job created for the {executor_name} executor",
+            actor=actor,
+        )
+        config = job_config(spec, output_dir=str(paths.output))
+        self.store.create(
+            record,
+            created,
+            files={
+                "task.yaml": dump_task(task).encode(),
+                "workdir/job_config.json": dump_job_config(config),
+            },
+        )
+        logger.info("job created", extra={"job": name, "actor": actor})
+        self.on_change()
+        return record
+
+    def get_job(self, name: str) -> JobRecord:
+        return self.store.get(name)
+
+    def list_jobs(self, *, limit: int, cursor: str | None, status: JobStatus | None) -> JobPage:
+        if cursor is not None and decode_cursor(cursor) is None:
+            raise InvalidCursor()
+        return self.store.list_jobs(limit=limit, cursor=cursor, status=status)
+
+    def cancel_job(self, name: str, *, actor: str) -> JobRecord:
+        def change(record: JobRecord) -> list[Event] | None:
+            if record.status.is_terminal:
+                raise JobFinished(f"Job {name!r} already ended {record.status.value}.")
+            if record.status == JobStatus.CANCELLING:
+                return None
+            record.cancel_requested_at = utcnow()
+            events = [
+                Event(
+                    time=record.cancel_requested_at,
+                    type=EventType.CANCEL_REQUESTED,
+                    status=record.status,
+                    message="cancel requested",
+                    actor=actor,
+                )
+            ]
+            if record.status == JobStatus.PENDING:
+                events.append(
+                    transition(record, JobStatus.CANCELLED, message="cancelled before start",
+                               actor=actor)
+                )
+            else:
+                self.executors[record.executor].cancel(
+                    record, self.store.paths(name), force=False
+                )
+                events.append(
+                    transition(record, JobStatus.CANCELLING, message="stopping the job",
+                               actor=actor)
+                )
+            return events
+
+        record = self.store.update(name, change)
+        logger.info("job cancel requested", extra={"job": name, "actor": actor})
+        self.on_change()
+        return record
+
+    def delete_job(self, name: str, *, actor: str) -> None:
+        def allowed(record: JobRecord) -> None:
+            if not record.status.is_terminal:
+                raise JobActive(f"Job {name!r} is {record.status.value}; cancel it first.")
+
+        self.store.delete(name, allowed=allowed)
+        logger.info("job deleted", extra={"job": name, "actor": actor})
+
+    def read_logs(self, name: str, *, tail: int | None) -> str:
+        return read_log(self.store.paths(self.store.get(name).name).log, tail)
+
+    def list_events(self, name: str) -> list[Event]:
+        return self.store.read_events(name)
+
+    def list_metrics(self, name: str) -> list[Metric]:
+        self.store.get(name)
+        return read_metrics(self.store.paths(name).metrics)
+
+    def task_yaml(self, name: str) -> str:
+        self.store.get(name)
+        return self.store.paths(name).task.read_text(encoding="utf-8")
+
+    # -- reconciliation --------------------------------------------------------------------
+
+    def startup(self) -> None:
+        """Re-derive what is active from the records, then check each job against reality."""
+        self.store.rebuild_active()
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """One pass: observe every active job, then launch queued ones while there is room.
+
+        Several workers may call this; a file lock lets one pass run at a time."""
+        for executor in self.executors.values():
+            executor.reap()
+        with self._exclusive_pass() as acquired:
+            if acquired:
+                self._reconcile_locked()
+
+    @contextlib.contextmanager
+    def _exclusive_pass(self) -> Iterator[bool]:
+        if not self._reconcile_mutex.acquire(blocking=False):
+            yield False
+            return
+        try:
+            fd = os.open(self.store.home / "reconcile.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                yield True
+            finally:
+                os.close(fd)
+        finally:
+            self._reconcile_mutex.release()
+
+    def _reconcile_locked(self) -> None:
+        running: Counter[str] = Counter()
+        pending: list[JobRecord] = []
+        for name in self.store.active_names():
+            try:
+                record = self.store.get(name)
+            except JobNotFound:
+                self.store.mark_inactive(name)
+                continue
+            if record.status.is_terminal:
+                self.store.mark_inactive(name)
+            elif record.status == JobStatus.PENDING:
+                pending.append(record)
+            else:
+                record = self._observe(name)
+                if not record.status.is_terminal:
+                    running[record.executor] += 1
+        for record in sorted(pending, key=lambda r: (r.created_at, r.name)):
+            executor = self.executors.get(record.executor)
+            if executor is None:
+                continue
+            capacity = executor.capacity()
+            if capacity is not None and running[record.executor] >= capacity:
+                continue
+            if self._launch(record.name).status != JobStatus.PENDING:
+                running[record.executor] += 1
+
+    def _launch(self, name: str) -> JobRecord:
+        def change(record: JobRecord) -> list[Event] | None:
+            if record.status != JobStatus.PENDING:
+                return None  # cancelled meanwhile
+            paths = self.store.paths(name)
+            task = yaml.safe_load(paths.task.read_text(encoding="utf-8"))
+            try:
+                record.executor_state = self.executors[record.executor].launch(
+                    record, task, paths
+                )
+            except OSError as exc:
+                record.failure_reason = f"launch_error: {exc}"
+                return [transition(record, JobStatus.FAILED, message=record.failure_reason)]
+            return [transition(record, JobStatus.STARTING, message="job launched")]
+
+        try:
+            return self.store.update(name, change)
+        except JobNotFound:
+            self.store.mark_inactive(name)
+            raise
+
+    def _observe(self, name: str) -> JobRecord:
+        def change(record: JobRecord) -> list[Event] | None:
+            if record.status not in _LIVE:
+                return None
+            executor = self.executors[record.executor]
+            paths = self.store.paths(name)
+            changed = self._refresh_progress(record)
+            observation = executor.observe(record, paths)
+            if observation.finished:
+                return [self._finish(record, observation.returncode)]
+            if record.status == JobStatus.STARTING:
+                return [transition(record, JobStatus.RUNNING, message="job is running")]
+            if record.status == JobStatus.CANCELLING and self._grace_over(record):
+                if not record.executor_state.get("force_killed"):
+                    executor.cancel(record, paths, force=True)
+                    record.executor_state["force_killed"] = True
+                    return []
+            return [] if changed else None
+
+        return self.store.update(name, change)
+
+    def _refresh_progress(self, record: JobRecord) -> bool:
+        metric = last_metric(self.store.paths(record.name).metrics)
+        if metric is None:
+            return False
+        progress = Progress(step=metric.step, total_steps=metric.total_steps, loss=metric.loss)
+        if progress == record.progress:
+            return False
+        record.progress = progress
+        record.updated_at = utcnow()
+        return True
+
+    def _finish(self, record: JobRecord, returncode: int | None) -> Event:
+        if record.cancel_requested_at is not None:
+            return transition(record, JobStatus.CANCELLED, message="job cancelled")
+        if returncode == 0:
+            return transition(record, JobStatus.SUCCEEDED, message="job succeeded")
+        record.failure_reason = classify_failure(self.store.paths(record.name).log, returncode)
+        return transition(record, JobStatus.FAILED, message=record.failure_reason)
+
+    def _grace_over(self, record: JobRecord) -> bool:
+        requested = record.cancel_requested_at
+        grace = self.settings.local_cancel_grace_seconds
+        return requested is not None and (utcnow() - requested).total_seconds() >= grace

@@ -1,0 +1,330 @@
+"""The local JSON job store: one directory per job under `$AINFINITY_HOME/jobs/<name>/`.
+
+Guarantees, across threads and processes (several uvicorn workers):
+- a job directory appears whole: it is staged elsewhere and renamed into place, and a
+  rename onto an existing (non-empty) job directory fails, so exactly one creator wins;
+- every JSON file is replaced atomically (temp file, fsync, rename): readers never see
+  half a file;
+- read-modify-write of a job happens under an exclusive `flock` on its directory;
+- creating or updating a job touches only that job's files, whatever the store holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ainfinity.exceptions import JobExists, JobNotFound
+from ainfinity.schema.activity import Event
+from ainfinity.schema.job import JOB_NAME_RE, JobRecord, JobStatus
+
+_STALE_STAGING_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Where each of a job's files lives."""
+
+    root: Path
+
+    @property
+    def record(self) -> Path:
+        return self.root / "job.json"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def task(self) -> Path:
+        return self.root / "task.yaml"
+
+    @property
+    def workdir(self) -> Path:
+        return self.root / "workdir"
+
+    @property
+    def job_config(self) -> Path:
+        return self.workdir / "job_config.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def exit_status(self) -> Path:
+        return self.root / "exit.json"
+
+    @property
+    def run_script(self) -> Path:
+        return self.root / "run.sh"
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """A page of `list_jobs`."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def encode_cursor(record: JobRecord) -> str:
+    raw = f"{record.created_at.isoformat()}|{record.name}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    created, sep, name = raw.partition("|")
+    return (created, name) if sep and JOB_NAME_RE.match(name) else None
+
+
+class JobStore:
+    """Reads and writes jobs under `home`; safe to share between processes."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.jobs_dir = home / "jobs"
+        self.staging_dir = home / "staging"
+        self.trash_dir = home / "trash"
+        self.active_dir = home / "active"
+
+    def initialize(self) -> None:
+        """Create the store's directories (idempotent; every worker calls it at start-up)."""
+        for directory in (self.jobs_dir, self.staging_dir, self.trash_dir, self.active_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def paths(self, name: str) -> JobPaths:
+        # The name is also a path component: anything but a valid job name is "not found",
+        # which keeps `..`, slashes and NUL bytes out of every path built here.
+        if not JOB_NAME_RE.match(name):
+            raise JobNotFound()
+        return JobPaths(self.jobs_dir / name)
+
+    def exists(self, name: str) -> bool:
+        return JOB_NAME_RE.match(name) is not None and (self.jobs_dir / name).is_dir()
+
+    # -- create ----------------------------------------------------------------------------
+
+    def create(self, record: JobRecord, event: Event, files: dict[str, bytes]) -> None:
+        """Write a new job with its first event and extra files (relative paths), all or none.
+
+        Raises `JobExists` if the name is taken, including by a concurrent creator.
+        """
+        final = self.paths(record.name)
+        if final.root.exists():
+            raise JobExists(f"A job named {record.name!r} already exists.")
+        staged = JobPaths(self.staging_dir / f"{record.name}.{uuid.uuid4().hex}")
+        staged.root.mkdir()
+        try:
+            for relative, data in files.items():
+                target = staged.root / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(target, data)
+            write_atomic(staged.events, _event_line(event))
+            write_atomic(staged.record, _record_bytes(record))
+            # Mark active first: a marker without a job is dropped by the reconciler, while a
+            # job without a marker would never be launched.
+            self._mark_active(record.name)
+            try:
+                os.rename(staged.root, final.root)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise JobExists(f"A job named {record.name!r} already exists.") from None
+                raise
+            _fsync_dir(self.jobs_dir)
+        finally:
+            if staged.root.exists():
+                shutil.rmtree(staged.root, ignore_errors=True)
+
+    # -- read ------------------------------------------------------------------------------
+
+    def get(self, name: str) -> JobRecord:
+        path = self.paths(name).record
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise JobNotFound(f"No job named {name!r}.") from None
+        return JobRecord.model_validate_json(data)
+
+    def list_jobs(
+        self, *, limit: int, cursor: str | None = None, status: JobStatus | None = None
+    ) -> JobPage:
+        """Jobs newest first, `limit` at a time, after `cursor` (from a previous page)."""
+        after = decode_cursor(cursor) if cursor else None
+        records: list[JobRecord] = []
+        with os.scandir(self.jobs_dir) as entries:
+            for entry in entries:
+                try:
+                    record = JobRecord.model_validate_json(
+                        Path(entry.path, "job.json").read_bytes()
+                    )
+                except (FileNotFoundError, NotADirectoryError, ValidationError):
+                    continue  # deleted meanwhile, or not a job directory
+                if status is not None and record.status != status:
+                    continue
+                if after is not None and (record.created_at.isoformat(), record.name) >= after:
+                    continue
+                records.append(record)
+        records.sort(key=lambda r: (r.created_at, r.name), reverse=True)
+        page = records[:limit]
+        more = len(records) > limit
+        return JobPage(jobs=page, next_cursor=encode_cursor(page[-1]) if more and page else None)
+
+    def read_events(self, name: str) -> list[Event]:
+        path = self.paths(name).events
+        try:
+            lines = path.read_bytes().splitlines()
+        except FileNotFoundError:
+            raise JobNotFound(f"No job named {name!r}.") from None
+        events = []
+        for line in lines:
+            # A crash mid-append can only leave a torn *last* line; skip anything unreadable.
+            with contextlib.suppress(ValidationError):
+                events.append(Event.model_validate_json(line))
+        return events
+
+    # -- update ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[JobPaths]:
+        """Hold the job's exclusive lock (an `flock` on its directory)."""
+        paths = self.paths(name)
+        try:
+            fd = os.open(paths.root, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise JobNotFound(f"No job named {name!r}.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not paths.record.exists():  # deleted while we waited
+                raise JobNotFound(f"No job named {name!r}.")
+            yield paths
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def update(
+        self, name: str, change: Callable[[JobRecord], list[Event] | None]
+    ) -> JobRecord:
+        """Apply `change` to the job under its lock; it mutates the record in place and
+        returns the events to append (or None to leave the job untouched)."""
+        with self.locked(name):
+            record = self.get(name)
+            events = change(record)
+            if events is None:
+                return record
+            self._write_locked(record, events)
+            if record.status.is_terminal:
+                self.mark_inactive(name)
+            return record
+
+    def _write_locked(self, record: JobRecord, events: list[Event]) -> None:
+        paths = self.paths(record.name)
+        if events:
+            with open(paths.events, "ab") as fh:
+                fh.write(b"".join(_event_line(e) for e in events))
+                fh.flush()
+                os.fsync(fh.fileno())
+        write_atomic(paths.record, _record_bytes(record))
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def delete(self, name: str, *, allowed: Callable[[JobRecord], None]) -> None:
+        """Remove a job whole; `allowed` raises to refuse (it sees the locked record)."""
+        with self.locked(name) as paths:
+            allowed(self.get(name))
+            # Rename first so that the job vanishes at once for every reader; then clean up.
+            grave = self.trash_dir / f"{name}.{uuid.uuid4().hex}"
+            os.rename(paths.root, grave)
+        self.mark_inactive(name)
+        shutil.rmtree(grave, ignore_errors=True)
+
+    # -- active jobs -----------------------------------------------------------------------
+
+    def _mark_active(self, name: str) -> None:
+        Path(self.active_dir, name).touch()
+
+    def mark_inactive(self, name: str) -> None:
+        Path(self.active_dir, name).unlink(missing_ok=True)
+
+    def active_names(self) -> list[str]:
+        """Names of jobs not yet finished, without reading every job in the store."""
+        return sorted(os.listdir(self.active_dir))
+
+    def rebuild_active(self) -> None:
+        """Re-derive the active markers from the job records (start-up, or after a loss)."""
+        for name in os.listdir(self.jobs_dir):
+            try:
+                record = self.get(name)
+            except (JobNotFound, ValidationError, NotADirectoryError):
+                continue
+            if not record.status.is_terminal:
+                self._mark_active(name)
+        for name in self.active_names():
+            if not self.exists(name):
+                self.mark_inactive(name)
+        self._sweep(self.staging_dir)
+        self._sweep(self.trash_dir)
+
+    def _sweep(self, directory: Path) -> None:
+        # Leftovers of a crash; recent entries may belong to another worker at work.
+        cutoff = time.time() - _STALE_STAGING_SECONDS
+        for entry in directory.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry, ignore_errors=True)
+
+
+def _record_bytes(record: JobRecord) -> bytes:
+    return record.model_dump_json(indent=2).encode()
+
+
+def _event_line(event: Event) -> bytes:
+    return event.model_dump_json().encode() + b"\n"

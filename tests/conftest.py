@@ -1,0 +1,65 @@
+"""Fixtures: real apps over HTTP, each with its own store on `tmp_path`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from ainfinity.api.main import create_app
+from ainfinity.core.config import Settings
+from tests.builders import API_KEY, OTHER_KEY
+
+# Jobs started by tests must not reach any hub, and one thread per job keeps two cores usable.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("SKYPILOT_DISABLE_LOCAL_API_SERVER", "1")
+os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> MakeSettings:
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "home": tmp_path / "home",
+            "api_keys": SecretStr(f"tester:{API_KEY},other:{OTHER_KEY}"),
+            "rate_limit": "100000/minute",
+            "reconcile_interval_seconds": 0.2,
+            "local_cancel_grace_seconds": 5.0,
+            # Most API tests need no training: jobs stay queued unless a test asks for room.
+            "local_max_jobs": 0,
+            "local_gpus": 0,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: MakeSettings) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def runner_settings(make_settings: MakeSettings) -> Settings:
+    """Settings under which jobs really run (two at a time)."""
+    return make_settings(local_max_jobs=2)
+
+
+@pytest.fixture
+def runner(runner_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(runner_settings), headers={"X-API-Key": API_KEY}) as test_client:
+        yield test_client

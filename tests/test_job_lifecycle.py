@@ -1,0 +1,144 @@
+"""Real jobs: a tiny model really fine-tunes in a subprocess, driven over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ainfinity.api.main import create_app
+from ainfinity.core.config import Settings
+from tests.builders import API_KEY, job_body, wait_for, wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def statuses(client: TestClient, name: str) -> list[str]:
+    events = client.get(f"/api/v1/jobs/{name}/events").json()["data"]
+    return [e["status"] for e in events if e["type"] in ("created", "status_changed")]
+
+
+def job_pgid(settings: Settings, name: str) -> int:
+    record = json.loads((settings.home / "jobs" / name / "job.json").read_text())
+    return int(record["executor_state"]["pgid"])
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_job_trains_to_success(runner: TestClient, runner_settings: Settings) -> None:
+    marker = Path("/tmp") / f"ainfinity-pwned-{uuid.uuid4().hex}"
+    body = job_body(
+        name="e2e",
+        hyperparameters={"max_steps": 24, "batch_size": 4, "learning_rate": 3e-3,
+                         "max_seq_length": 128, "logging_steps": 2, "seed": 7},
+        # Hostile, but only data: the job must run it as a string and nothing else.
+        metadata={"note": f"$(touch {marker}); `touch {marker}`"},
+    )
+    assert runner.post("/api/v1/jobs", json=body).status_code == 202
+    job = wait_for(runner, "e2e", {"SUCCEEDED", "FAILED", "CANCELLED"})
+    assert job["status"] == "SUCCEEDED", runner.get("/api/v1/jobs/e2e/logs").text
+    assert not marker.exists()
+
+    assert statuses(runner, "e2e") == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]
+    assert job["started_at"] <= job["finished_at"]
+
+    metrics = runner.get("/api/v1/jobs/e2e/metrics").json()["data"]
+    assert [m["step"] for m in metrics] == list(range(2, 25, 2))
+    assert all(m["loss"] is not None and m["learning_rate"] is not None for m in metrics)
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    assert job["progress"] == {"step": 24, "total_steps": 24, "loss": metrics[-1]["loss"]}
+
+    logs = runner.get("/api/v1/jobs/e2e/logs").text
+    assert logs.count("ainfinity-metric ") == len(metrics)
+    tail = runner.get("/api/v1/jobs/e2e/logs", params={"tail": 3}).text
+    assert tail.splitlines() == logs.splitlines()[-3:]
+
+    output = Path(job["output_dir"])
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(output)
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    inputs = tokenizer("2+2=", return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_failed_run_reports_why(runner: TestClient) -> None:
+    # A dataset that passes the API's check but breaks before training is simulated by
+    # deleting it between launch and run: the trainer must report it, not just crash.
+    body = job_body(name="broken", model="tiny-random-llama")
+    dataset = Path(runner.app.state.settings.home).parent / "vanishing.jsonl"  # type: ignore[attr-defined]
+    dataset.write_text('{"text": "a row"}\n')
+    body["dataset"] = str(dataset)
+    assert runner.post("/api/v1/jobs", json=body).status_code == 202
+    dataset.unlink()
+    job = wait_for(runner, "broken", {"SUCCEEDED", "FAILED", "CANCELLED"})
+    assert job["status"] == "FAILED"
+    assert job["failure_reason"].startswith("invalid_dataset"), job["failure_reason"]
+
+
+def test_cancel_stops_the_whole_process_group(
+    runner: TestClient, runner_settings: Settings
+) -> None:
+    body = job_body(name="long", hyperparameters={"max_steps": 1_000_000, "logging_steps": 1,
+                                                   "max_seq_length": 64})
+    runner.post("/api/v1/jobs", json=body)
+    wait_for(runner, "long", {"RUNNING"})
+    # Wait for training proper, so the trainer and its threads exist when we cancel.
+    wait_until(lambda: runner.get("/api/v1/jobs/long/metrics").json()["data"], timeout=90)
+    pgid = job_pgid(runner_settings, "long")
+    assert group_alive(pgid)
+
+    response = runner.post("/api/v1/jobs/long/cancel")
+    assert response.status_code == 202
+    assert response.json()["status"] == "CANCELLING"
+    job = wait_for(runner, "long", {"CANCELLED", "FAILED", "SUCCEEDED"}, timeout=30)
+    assert job["status"] == "CANCELLED"
+    assert not group_alive(pgid)
+    assert statuses(runner, "long")[-2:] == ["CANCELLING", "CANCELLED"]
+    events = runner.get("/api/v1/jobs/long/events").json()["data"]
+    assert {"type": "cancel_requested", "actor": "tester"}.items() <= events[-3].items()
+    assert runner.delete("/api/v1/jobs/long").status_code == 204
+
+
+def test_job_survives_a_server_restart(make_settings: object) -> None:
+    settings = make_settings(local_max_jobs=1)  # type: ignore[operator]
+    body = job_body(name="survivor", hyperparameters={"max_steps": 30, "logging_steps": 5,
+                                                       "max_seq_length": 64})
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as first:
+        assert first.post("/api/v1/jobs", json=body).status_code == 202
+        wait_for(first, "survivor", {"RUNNING"})
+    # The first server is gone; its job is not.
+    pgid = job_pgid(settings, "survivor")
+    assert group_alive(pgid)
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as second:
+        job = wait_for(second, "survivor", {"SUCCEEDED", "FAILED", "CANCELLED"})
+        assert job["status"] == "SUCCEEDED", second.get("/api/v1/jobs/survivor/logs").text
+        assert job["progress"]["step"] == 30
+        assert statuses(second, "survivor") == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]
+
+
+def test_jobs_beyond_capacity_wait_in_the_queue(make_settings: object) -> None:
+    settings = make_settings(local_max_jobs=1)  # type: ignore[operator]
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        long = job_body(name="first-in", hyperparameters={"max_steps": 1_000_000})
+        client.post("/api/v1/jobs", json=long)
+        client.post("/api/v1/jobs", json=job_body(name="second-in"))
+        wait_for(client, "first-in", {"RUNNING"})
+        assert client.get("/api/v1/jobs/second-in").json()["status"] == "PENDING"
+        client.post("/api/v1/jobs/first-in/cancel")
+        wait_for(client, "first-in", {"CANCELLED"}, timeout=30)
+        # The freed slot goes to the queued job.
+        wait_for(client, "second-in", {"STARTING", "RUNNING", "SUCCEEDED"}, timeout=30)
+        client.post("/api/v1/jobs/second-in/cancel")
+        wait_for(client, "second-in", {"CANCELLED", "SUCCEEDED"}, timeout=30)

@@ -1,0 +1,84 @@
+"""The JSON store under real concurrency: several processes, one name."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ainfinity.exceptions import JobExists
+from ainfinity.schema.activity import Event, EventType
+from ainfinity.schema.job import JobRecord, JobSpec, JobStatus
+from ainfinity.store import JobStore
+
+
+def make_record(name: str, home: Path) -> tuple[JobRecord, Event]:
+    now = datetime.now(timezone.utc)
+    spec = JobSpec(name=name, executor="local", model="tiny-random-llama", dataset="/d.jsonl")
+    record = JobRecord(
+        name=name, status=JobStatus.PENDING, executor="local", spec=spec, created_at=now,
+        updated_at=now, output_dir=str(home / "jobs" / name / "output"),
+    )
+    event = Event(time=now, type=EventType.CREATED, status=JobStatus.PENDING, message="m",
+                  actor="t")
+    return record, event
+
+
+def create_once(home: str, name: str, start: multiprocessing.synchronize.Barrier) -> str:
+    store = JobStore(Path(home))
+    record, event = make_record(name, Path(home))
+    start.wait()
+    try:
+        store.create(record, event, files={"task.yaml": b"name: x\n"})
+    except JobExists:
+        return "exists"
+    return "created"
+
+
+def test_one_name_from_many_processes_has_exactly_one_winner(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    store.initialize()
+    context = multiprocessing.get_context("spawn")
+    workers = 8
+    with context.Manager() as manager:
+        start = manager.Barrier(workers)
+        with context.Pool(workers) as pool:
+            results = pool.starmap(
+                create_once, [(str(tmp_path), "contested", start)] * workers
+            )
+    assert sorted(results) == ["created"] + ["exists"] * (workers - 1)
+    assert store.get("contested").status == JobStatus.PENDING
+    assert len(store.read_events("contested")) == 1
+    assert list(store.staging_dir.iterdir()) == []
+    assert store.active_names() == ["contested"]
+
+
+def test_updates_are_atomic_and_leave_no_temp_files(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    store.initialize()
+    record, event = make_record("updated", tmp_path)
+    store.create(record, event, files={})
+
+    def finish(job: JobRecord) -> list[Event]:
+        job.status = JobStatus.SUCCEEDED
+        return [event.model_copy(update={"status": JobStatus.SUCCEEDED})]
+
+    store.update("updated", finish)
+    assert store.get("updated").status == JobStatus.SUCCEEDED
+    assert [e.status for e in store.read_events("updated")] == [
+        JobStatus.PENDING, JobStatus.SUCCEEDED,
+    ]
+    assert store.active_names() == []
+    assert not [p for p in (tmp_path / "jobs" / "updated").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_active_markers_are_rebuilt_from_the_records(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    store.initialize()
+    for name in ("one", "two"):
+        record, event = make_record(name, tmp_path)
+        store.create(record, event, files={})
+    for marker in store.active_dir.iterdir():
+        marker.unlink()
+    store.rebuild_active()
+    assert store.active_names() == ["one", "two"]
