@@ -21,8 +21,8 @@ serve: install
 	$(BIN)/python -m ainfinity serve
 
 lint: install
-	$(BIN)/ruff check ainfinity tests
-	$(BIN)/ruff format --check ainfinity tests
+	$(BIN)/ruff check ainfinity tests bench
+	$(BIN)/ruff format --check ainfinity tests bench
 	$(BIN)/mypy
 
 pytest: install
@@ -31,8 +31,8 @@ pytest: install
 test: lint pytest
 
 format: install
-	$(BIN)/ruff format ainfinity tests
-	$(BIN)/ruff check --fix ainfinity tests
+	$(BIN)/ruff format ainfinity tests bench
+	$(BIN)/ruff check --fix ainfinity tests bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

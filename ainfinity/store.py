@@ -15,7 +15,6 @@ import base64
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import shutil
 import time
@@ -250,9 +249,7 @@ class JobStore:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    def update(
-        self, name: str, change: Callable[[JobRecord], list[Event] | None]
-    ) -> JobRecord:
+    def update(self, name: str, change: Callable[[JobRecord], list[Event] | None]) -> JobRecord:
         """Apply `change` to the job under its lock; it mutates the record in place and
         returns the events to append (or None to leave the job untouched)."""
         with self.locked(name):

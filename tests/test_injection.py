@@ -50,7 +50,7 @@ def string_fields(value: str) -> list[dict[str, Any]]:
 
 
 def files_under(path: Path) -> set[Path]:
-    return {p for p in path.rglob("*")}
+    return set(path.rglob("*"))
 
 
 @pytest.fixture

@@ -39,8 +39,14 @@ def test_job_trains_to_success(runner: TestClient, runner_settings: Settings) ->
     marker = Path("/tmp") / f"ainfinity-pwned-{uuid.uuid4().hex}"
     body = job_body(
         name="e2e",
-        hyperparameters={"max_steps": 24, "batch_size": 4, "learning_rate": 3e-3,
-                         "max_seq_length": 128, "logging_steps": 2, "seed": 7},
+        hyperparameters={
+            "max_steps": 24,
+            "batch_size": 4,
+            "learning_rate": 3e-3,
+            "max_seq_length": 128,
+            "logging_steps": 2,
+            "seed": 7,
+        },
         # Hostile, but only data: the job must run it as a string and nothing else.
         metadata={"note": f"$(touch {marker}); `touch {marker}`"},
     )
@@ -90,8 +96,10 @@ def test_failed_run_reports_why(runner: TestClient) -> None:
 def test_cancel_stops_the_whole_process_group(
     runner: TestClient, runner_settings: Settings
 ) -> None:
-    body = job_body(name="long", hyperparameters={"max_steps": 1_000_000, "logging_steps": 1,
-                                                   "max_seq_length": 64})
+    body = job_body(
+        name="long",
+        hyperparameters={"max_steps": 1_000_000, "logging_steps": 1, "max_seq_length": 64},
+    )
     runner.post("/api/v1/jobs", json=body)
     wait_for(runner, "long", {"RUNNING"})
     # Wait for training proper, so the trainer and its threads exist when we cancel.
@@ -113,8 +121,9 @@ def test_cancel_stops_the_whole_process_group(
 
 def test_job_survives_a_server_restart(make_settings: object) -> None:
     settings = make_settings(local_max_jobs=1)  # type: ignore[operator]
-    body = job_body(name="survivor", hyperparameters={"max_steps": 30, "logging_steps": 5,
-                                                       "max_seq_length": 64})
+    body = job_body(
+        name="survivor", hyperparameters={"max_steps": 30, "logging_steps": 5, "max_seq_length": 64}
+    )
     with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as first:
         assert first.post("/api/v1/jobs", json=body).status_code == 202
         wait_for(first, "survivor", {"RUNNING"})

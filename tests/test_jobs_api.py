@@ -177,11 +177,16 @@ class TestGetJob:
         job = client.get("/api/v1/jobs/get-me").json()
         assert job["name"] == "get-me" and job["status"] == "PENDING"
 
-    @pytest.mark.parametrize("name", ["missing", "..", "a..b", "UPPER", "x" * 60])
+    @pytest.mark.parametrize("name", ["missing", "a..b", "UPPER", "x" * 60, "%2e%2e"])
     def test_unknown_or_invalid_name_is_404(self, client: TestClient, name: str) -> None:
         response = client.get(f"/api/v1/jobs/{name}")
         assert response.status_code == 404
         assert error_code(response) == "job_not_found"
+
+    def test_encoded_traversal_never_leaves_the_store(self, client: TestClient) -> None:
+        response = client.get("/api/v1/jobs/..%2F..%2F..%2Fetc%2Fpasswd")
+        assert response.status_code == 404
+        assert "root:" not in response.text
 
     def test_unknown_route_uses_the_error_shape(self, client: TestClient) -> None:
         response = client.get("/api/v1/nothing-here")
@@ -288,7 +293,9 @@ class TestDeleteJob:
 class TestJobResources:
     def test_events_record_each_change_and_its_actor(self, client: TestClient) -> None:
         client.post("/api/v1/jobs", json=job_body(name="watched"))
-        client.post("/api/v1/jobs/watched/cancel", headers={"X-API-Key": "test-key-other-9876543210"})
+        client.post(
+            "/api/v1/jobs/watched/cancel", headers={"X-API-Key": "test-key-other-9876543210"}
+        )
         events = client.get("/api/v1/jobs/watched/events").json()["data"]
         assert [(e["type"], e["status"], e["actor"]) for e in events] == [
             ("created", "PENDING", "tester"),
@@ -313,8 +320,12 @@ class TestJobResources:
     def test_task_is_the_rendered_skypilot_yaml(self, client: TestClient) -> None:
         body = job_body(
             name="rendered",
-            resources={"accelerators": "A100:8", "cloud": "aws", "region": "us-east-1",
-                       "use_spot": True},
+            resources={
+                "accelerators": "A100:8",
+                "cloud": "aws",
+                "region": "us-east-1",
+                "use_spot": True,
+            },
         )
         client.post("/api/v1/jobs", json=body)
         response = client.get("/api/v1/jobs/rendered/task")
@@ -325,8 +336,11 @@ class TestJobResources:
         assert task["name"] == "rendered"
         assert task["num_nodes"] == 1
         assert task["resources"] == {
-            **template["resources"], "accelerators": "A100:8", "cloud": "aws",
-            "region": "us-east-1", "use_spot": True,
+            **template["resources"],
+            "accelerators": "A100:8",
+            "cloud": "aws",
+            "region": "us-east-1",
+            "use_spot": True,
         }
         # The scripts are the template's, byte for byte: no value was pasted into them.
         assert task["run"] == template["run"] and task["setup"] == template["setup"]

@@ -35,7 +35,9 @@ class TestHealthAndDocs:
         spec = client.get("/openapi.json").json()
         schemes = spec["components"]["securitySchemes"]
         assert schemes["ApiKeyHeader"] == {
-            "type": "apiKey", "in": "header", "name": "X-API-Key",
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
             "description": "The API key, as `X-API-Key: <key>`.",
         }
         assert schemes["BearerKey"]["scheme"] == "bearer"

@@ -16,11 +16,17 @@ def make_record(name: str, home: Path) -> tuple[JobRecord, Event]:
     now = datetime.now(timezone.utc)
     spec = JobSpec(name=name, executor="local", model="tiny-random-llama", dataset="/d.jsonl")
     record = JobRecord(
-        name=name, status=JobStatus.PENDING, executor="local", spec=spec, created_at=now,
-        updated_at=now, output_dir=str(home / "jobs" / name / "output"),
+        name=name,
+        status=JobStatus.PENDING,
+        executor="local",
+        spec=spec,
+        created_at=now,
+        updated_at=now,
+        output_dir=str(home / "jobs" / name / "output"),
     )
-    event = Event(time=now, type=EventType.CREATED, status=JobStatus.PENDING, message="m",
-                  actor="t")
+    event = Event(
+        time=now, type=EventType.CREATED, status=JobStatus.PENDING, message="m", actor="t"
+    )
     return record, event
 
 
@@ -43,9 +49,7 @@ def test_one_name_from_many_processes_has_exactly_one_winner(tmp_path: Path) -> 
     with context.Manager() as manager:
         start = manager.Barrier(workers)
         with context.Pool(workers) as pool:
-            results = pool.starmap(
-                create_once, [(str(tmp_path), "contested", start)] * workers
-            )
+            results = pool.starmap(create_once, [(str(tmp_path), "contested", start)] * workers)
     assert sorted(results) == ["created"] + ["exists"] * (workers - 1)
     assert store.get("contested").status == JobStatus.PENDING
     assert len(store.read_events("contested")) == 1
@@ -66,7 +70,8 @@ def test_updates_are_atomic_and_leave_no_temp_files(tmp_path: Path) -> None:
     store.update("updated", finish)
     assert store.get("updated").status == JobStatus.SUCCEEDED
     assert [e.status for e in store.read_events("updated")] == [
-        JobStatus.PENDING, JobStatus.SUCCEEDED,
+        JobStatus.PENDING,
+        JobStatus.SUCCEEDED,
     ]
     assert store.active_names() == []
     assert not [p for p in (tmp_path / "jobs" / "updated").iterdir() if p.name.endswith(".tmp")]

@@ -51,7 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.keyring.keys = [_server_key(settings)]
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
-        service.on_change = lambda: loop.call_soon_threadsafe(wake.set)
+
+        def wake_reconciler() -> None:
+            # Called from request threads: hand the wake-up to the event loop's thread.
+            loop.call_soon_threadsafe(wake.set)
+
+        service.on_change = wake_reconciler
         await anyio.to_thread.run_sync(service.startup)
         reconciler = asyncio.create_task(_reconcile_forever(service, wake, settings))
         try:
@@ -101,7 +106,9 @@ def _server_key(settings: Settings) -> ApiKey:
     return ApiKey.from_plain("default", key)
 
 
-async def _reconcile_forever(service: SkyPilotService, wake: asyncio.Event, settings: Settings) -> None:
+async def _reconcile_forever(
+    service: SkyPilotService, wake: asyncio.Event, settings: Settings
+) -> None:
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), settings.reconcile_interval_seconds)

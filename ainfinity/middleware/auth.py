@@ -12,6 +12,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -22,11 +23,14 @@ from ainfinity.exceptions import Unauthorized
 KEY_FILE_NAME = "api_key"
 
 api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader",
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="ApiKeyHeader",
     description="The API key, as `X-API-Key: <key>`.",
 )
 bearer_scheme = HTTPBearer(
-    auto_error=False, scheme_name="BearerKey",
+    auto_error=False,
+    scheme_name="BearerKey",
     description="The API key, as `Authorization: Bearer <key>`.",
 )
 
@@ -59,8 +63,8 @@ def presented_key(request: Request) -> str | None:
 
 async def require_api_key(
     request: Request,
-    header_key: str | None = Security(api_key_header),
-    bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+    header_key: Annotated[str | None, Security(api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
 ) -> ApiKey:
     """The caller's key; 401 when missing, wrong, or when two different keys are sent."""
     bearer_key = bearer.credentials if bearer else None

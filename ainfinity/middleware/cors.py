@@ -16,7 +16,12 @@ def install_cors(app: FastAPI, settings: Settings) -> None:
         # A wildcard origin with credentials would let any site act as the user.
         allow_credentials="*" not in origins,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID",
-                       "Idempotency-Key"],
+        allow_headers=[
+            "Authorization",
+            "X-API-Key",
+            "Content-Type",
+            "X-Request-ID",
+            "Idempotency-Key",
+        ],
         expose_headers=["X-Request-ID", "Retry-After"],
     )

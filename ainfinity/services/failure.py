@@ -11,8 +11,11 @@ from ainfinity.services.run_output import tail_bytes
 _ERROR_PREFIX = "ainfinity-error "
 _PATTERNS = (
     (re.compile(r"CUDA out of memory|OutOfMemoryError"), "cuda_oom", "the GPU ran out of memory"),
-    (re.compile(r"NCCL (error|WARN.*failed)|ncclInternalError", re.I), "nccl_error",
-     "NCCL communication between GPUs failed"),
+    (
+        re.compile(r"NCCL (error|WARN.*failed)|ncclInternalError", re.I),
+        "nccl_error",
+        "NCCL communication between GPUs failed",
+    ),
 )
 
 
@@ -22,7 +25,7 @@ def classify_failure(log: Path, returncode: int | None) -> str:
     for line in reversed(lines):
         if line.startswith(_ERROR_PREFIX):
             try:
-                error = json.loads(line[len(_ERROR_PREFIX):])
+                error = json.loads(line[len(_ERROR_PREFIX) :])
                 return f"{error['code']}: {error['msg']}"
             except (ValueError, KeyError, TypeError):
                 break

@@ -67,8 +67,13 @@ class LocalExecutor:
         paths.output.mkdir(exist_ok=True)
         with open(paths.log, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "ainfinity.services.local_runner",
-                 str(paths.run_script), str(paths.exit_status)],
+                [
+                    sys.executable,
+                    "-m",
+                    "ainfinity.services.local_runner",
+                    str(paths.run_script),
+                    str(paths.exit_status),
+                ],
                 cwd=task["workdir"],
                 env=self._environment(task, paths),
                 stdin=subprocess.DEVNULL,
@@ -125,7 +130,9 @@ class LocalExecutor:
         self._signal_group(state, signal.SIGKILL)
         exit_status = read_exit_status(paths.exit_status)
         returncode = exit_status.get("returncode") if exit_status else None
-        return Observation(finished=True, returncode=returncode if isinstance(returncode, int) else None)
+        return Observation(
+            finished=True, returncode=returncode if isinstance(returncode, int) else None
+        )
 
     def cancel(self, record: JobRecord, paths: JobPaths, *, force: bool) -> None:
         if self._alive(record.executor_state):

@@ -167,16 +167,16 @@ class SkyPilotService:
             ]
             if record.status == JobStatus.PENDING:
                 events.append(
-                    transition(record, JobStatus.CANCELLED, message="cancelled before start",
-                               actor=actor)
+                    transition(
+                        record, JobStatus.CANCELLED, message="cancelled before start", actor=actor
+                    )
                 )
             else:
-                self.executors[record.executor].cancel(
-                    record, self.store.paths(name), force=False
-                )
+                self.executors[record.executor].cancel(record, self.store.paths(name), force=False)
                 events.append(
-                    transition(record, JobStatus.CANCELLING, message="stopping the job",
-                               actor=actor)
+                    transition(
+                        record, JobStatus.CANCELLING, message="stopping the job", actor=actor
+                    )
                 )
             return events
 
@@ -277,9 +277,7 @@ class SkyPilotService:
             paths = self.store.paths(name)
             task = yaml.safe_load(paths.task.read_text(encoding="utf-8"))
             try:
-                record.executor_state = self.executors[record.executor].launch(
-                    record, task, paths
-                )
+                record.executor_state = self.executors[record.executor].launch(record, task, paths)
             except OSError as exc:
                 record.failure_reason = f"launch_error: {exc}"
                 return [transition(record, JobStatus.FAILED, message=record.failure_reason)]

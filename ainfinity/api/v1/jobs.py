@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
@@ -15,7 +15,9 @@ from ainfinity.schema.job import Job, JobCreate, JobList, JobStatus
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JobName = Annotated[str, Path(min_length=1, max_length=64, description="The job's name.")]
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such job"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such job"}
+}
 
 
 @router.post(
