@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from ainfinity.services.run_output import tail_bytes
+from ainfinity.train.protocol import ERROR_PREFIX, parse_event
 
-_ERROR_PREFIX = "ainfinity-error "
+# Failures the trainer could not name itself (it died in a library, or a rank crashed).
 _PATTERNS = (
     (re.compile(r"CUDA out of memory|OutOfMemoryError"), "cuda_oom", "the GPU ran out of memory"),
     (
@@ -23,21 +23,27 @@ def classify_failure(log: Path, returncode: int | None) -> str:
     """`<code>: <message>`; the trainer's own `ainfinity-error` line wins when present."""
     lines = tail_bytes(log, 200).decode("utf-8", errors="replace").splitlines()
     for line in reversed(lines):
-        if line.startswith(_ERROR_PREFIX):
-            try:
-                error = json.loads(line[len(_ERROR_PREFIX) :])
-                return f"{error['code']}: {error['msg']}"
-            except (ValueError, KeyError, TypeError):
-                break
+        event = parse_event(line)
+        if event is not None and event.kind == ERROR_PREFIX:
+            code, msg = event.payload.get("code"), event.payload.get("msg")
+            if isinstance(code, str) and isinstance(msg, str):
+                return f"{code}: {msg}"
     text = "\n".join(lines)
     for pattern, code, message in _PATTERNS:
         if pattern.search(text):
             return f"{code}: {message}"
+    last = _last_line(lines)
+    if returncode == 2 and "finetune: error:" in text:
+        # argparse's exit: the job config or command line was refused before training.
+        return f"invalid_job_config: {last[:300]}"
     if returncode is None:
         how = "the job's process ended without recording an exit status (killed?)"
     elif returncode < 0:
         how = f"the job's process was killed by signal {-returncode}"
     else:
         how = f"the job's process exited with status {returncode}"
-    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
     return f"unknown: {how}" + (f"; last output: {last[:300]}" if last else "")
+
+
+def _last_line(lines: list[str]) -> str:
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
