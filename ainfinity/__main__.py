@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level.lower(),
+        # RequestLoggingMiddleware already writes one line per request, with its id.
+        access_log=False,
     )
 
 

@@ -87,3 +87,20 @@ def test_active_markers_are_rebuilt_from_the_records(tmp_path: Path) -> None:
         marker.unlink()
     store.rebuild_active()
     assert store.active_names() == ["one", "two"]
+
+
+def test_a_corrupt_record_does_not_stall_the_others(make_settings, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from ainfinity.api.main import create_app
+    from tests.builders import API_KEY, job_body
+
+    settings = make_settings()
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        client.post("/api/v1/jobs", json=job_body(name="broken-record"))
+        client.post("/api/v1/jobs", json=job_body(name="healthy"))
+        (settings.home / "jobs" / "broken-record" / "job.json").write_text("{torn")
+        service = client.app.state.service  # type: ignore[attr-defined]
+        service.reconcile()  # must not raise
+        # The healthy job is still served and can still be acted on.
+        assert client.post("/api/v1/jobs/healthy/cancel").json()["status"] == "CANCELLED"

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from ainfinity.core.config import Settings
 from ainfinity.exceptions import (
@@ -37,7 +38,7 @@ from ainfinity.services.failure import classify_failure
 from ainfinity.services.job_inputs import resolve_dataset, resolve_model
 from ainfinity.services.run_output import last_metric, read_log, read_metrics
 from ainfinity.services.task_render import dump_job_config, dump_task, job_config, render_task
-from ainfinity.store import JobPage, JobStore, decode_cursor
+from ainfinity.store import JobPage, JobPaths, JobStore, decode_cursor
 
 logger = logging.getLogger("ainfinity.service")
 
@@ -194,18 +195,22 @@ class SkyPilotService:
         logger.info("job deleted", extra={"job": name, "actor": actor})
 
     def read_logs(self, name: str, *, tail: int | None) -> str:
-        return read_log(self.store.paths(self.store.get(name).name).log, tail)
+        return read_log(self._existing(name).log, tail)
 
     def list_events(self, name: str) -> list[Event]:
         return self.store.read_events(name)
 
     def list_metrics(self, name: str) -> list[Metric]:
-        self.store.get(name)
-        return read_metrics(self.store.paths(name).metrics)
+        return read_metrics(self._existing(name).metrics)
 
     def task_yaml(self, name: str) -> str:
-        self.store.get(name)
-        return self.store.paths(name).task.read_text(encoding="utf-8")
+        return self._existing(name).task.read_text(encoding="utf-8")
+
+    def _existing(self, name: str) -> JobPaths:
+        """The paths of a job that exists (404 otherwise)."""
+        if not self.store.exists(name):
+            raise JobNotFound(f"No job named {name!r}.")
+        return self.store.paths(name)
 
     # -- reconciliation --------------------------------------------------------------------
 
@@ -249,17 +254,19 @@ class SkyPilotService:
         for name in self.store.active_names():
             try:
                 record = self.store.get(name)
+                if record.status.is_terminal:
+                    self.store.mark_inactive(name)
+                elif record.status == JobStatus.PENDING:
+                    pending.append(record)
+                else:
+                    record = self._observe(name)
+                    if not record.status.is_terminal:
+                        running[record.executor] += 1
             except JobNotFound:
                 self.store.mark_inactive(name)
-                continue
-            if record.status.is_terminal:
-                self.store.mark_inactive(name)
-            elif record.status == JobStatus.PENDING:
-                pending.append(record)
-            else:
-                record = self._observe(name)
-                if not record.status.is_terminal:
-                    running[record.executor] += 1
+            except (ValidationError, OSError, yaml.YAMLError):
+                # One unreadable job must not stall all the others; it is retried next tick.
+                logger.exception("cannot reconcile job", extra={"job": name})
         for record in sorted(pending, key=lambda r: (r.created_at, r.name)):
             executor = self.executors.get(record.executor)
             if executor is None:

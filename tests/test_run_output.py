@@ -1,0 +1,57 @@
+"""Reading what a run leaves behind: log tails and failure reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ainfinity.services.failure import classify_failure
+from ainfinity.services.run_output import read_log, tail_bytes
+
+
+class TestTail:
+    @pytest.mark.parametrize("lines", [0, 1, 3, 10])
+    def test_tail_matches_splitlines(self, tmp_path: Path, lines: int) -> None:
+        log = tmp_path / "run.log"
+        log.write_text("".join(f"line {i}\n" for i in range(5)))
+        expected = [f"line {i}" for i in range(5)][-lines:] if lines else []
+        assert read_log(log, lines).splitlines() == expected
+
+    def test_tail_crosses_read_blocks(self, tmp_path: Path) -> None:
+        log = tmp_path / "big.log"
+        rows = [f"{i:06d} " + "x" * 200 for i in range(2000)]  # ~400 kB, several blocks
+        log.write_text("\n".join(rows))  # no trailing newline
+        assert tail_bytes(log, 700).decode().splitlines() == rows[-700:]
+
+    def test_missing_log_is_empty(self, tmp_path: Path) -> None:
+        assert read_log(tmp_path / "none.log", None) == ""
+        assert read_log(tmp_path / "none.log", 5) == ""
+
+
+class TestClassifyFailure:
+    def write(self, tmp_path: Path, text: str) -> Path:
+        log = tmp_path / "run.log"
+        log.write_text(text)
+        return log
+
+    def test_trainer_error_line_wins(self, tmp_path: Path) -> None:
+        log = self.write(
+            tmp_path,
+            'noise\n(task, pid=1) ainfinity-error {"code":"nan_loss","msg":"loss is nan"}\n',
+        )
+        assert classify_failure(log, 1) == "nan_loss: loss is nan"
+
+    def test_known_patterns_in_tracebacks(self, tmp_path: Path) -> None:
+        log = self.write(tmp_path, "torch.OutOfMemoryError: CUDA out of memory.\n")
+        assert classify_failure(log, 1).startswith("cuda_oom:")
+        log = self.write(tmp_path, "RuntimeError: NCCL error in: ...\n")
+        assert classify_failure(log, 1).startswith("nccl_error:")
+
+    def test_unknown_failures_say_how_and_show_the_last_line(self, tmp_path: Path) -> None:
+        log = self.write(tmp_path, "Traceback ...\nValueError: boom\n\n")
+        assert classify_failure(log, 3) == (
+            "unknown: the job's process exited with status 3; last output: ValueError: boom"
+        )
+        assert "killed by signal 9" in classify_failure(log, -9)
+        assert "without recording an exit status" in classify_failure(log, None)
