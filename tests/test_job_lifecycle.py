@@ -151,3 +151,14 @@ def test_jobs_beyond_capacity_wait_in_the_queue(make_settings: object) -> None:
         wait_for(client, "second-in", {"STARTING", "RUNNING", "SUCCEEDED"}, timeout=30)
         client.post("/api/v1/jobs/second-in/cancel")
         wait_for(client, "second-in", {"CANCELLED", "SUCCEEDED"}, timeout=30)
+
+
+def test_changes_are_seen_without_waiting_for_a_tick(make_settings: object) -> None:
+    # With a one-minute tick, only the wake-ups (after a launch, at a job's exit) can move
+    # this job along within the wait below.
+    settings = make_settings(local_max_jobs=1, reconcile_interval_seconds=60)  # type: ignore[operator]
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        client.post("/api/v1/jobs", json=job_body(name="prompt"))
+        job = wait_for(client, "prompt", {"SUCCEEDED", "FAILED"}, timeout=50)
+        assert job["status"] == "SUCCEEDED"
+        assert statuses(client, "prompt") == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]

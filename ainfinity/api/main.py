@@ -53,8 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         loop = asyncio.get_running_loop()
 
         def wake_reconciler() -> None:
-            # Called from request threads: hand the wake-up to the event loop's thread.
-            loop.call_soon_threadsafe(wake.set)
+            # Called from request and job-waiter threads: hand the wake-up to the loop's
+            # thread. A waiter may outlive this app (the job survives a restart), hence
+            # the suppress for a loop that is already closed.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
 
         service.on_change = wake_reconciler
         await anyio.to_thread.run_sync(service.startup)
@@ -63,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             # Jobs keep running: a restarted server picks them up again.
+            service.on_change = lambda: None
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reconciler

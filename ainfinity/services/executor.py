@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +23,9 @@ class Executor(Protocol):
     reconciler calls them from a worker thread on every tick."""
 
     name: str
+    # Set by the service: call it when something changed that the reconciler should see
+    # now rather than on its next tick (a job's process exited, say).
+    notify: Callable[[], None]
 
     def capacity(self) -> int | None:
         """How many jobs may run at once (None: no limit); the rest wait PENDING."""

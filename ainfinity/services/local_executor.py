@@ -14,6 +14,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,7 @@ class LocalExecutor:
         self.gpus = settings.local_gpus if settings.local_gpus is not None else detect_gpus()
         # Children this process started; polled so they never linger as zombies.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self.notify: Callable[[], None] = lambda: None
 
     def capacity(self) -> int | None:
         return self.settings.local_max_jobs
@@ -83,12 +86,20 @@ class LocalExecutor:
                 close_fds=True,
             )
         self._children[process.pid] = process
+        threading.Thread(
+            target=self._wake_on_exit, args=(process,), name=f"wait-{record.name}", daemon=True
+        ).start()
         logger.info("launched job", extra={"job": record.name, "pid": process.pid})
         return {
             "pid": process.pid,
             "pgid": process.pid,
             "start_ticks": process_start_ticks(process.pid),
         }
+
+    def _wake_on_exit(self, process: subprocess.Popen[bytes]) -> None:
+        # A job this server started is seen to end at once, not on the next tick.
+        process.wait()
+        self.notify()
 
     def _environment(self, task: dict[str, Any], paths: JobPaths) -> dict[str, str]:
         # The server's own settings (API keys above all) are not the job's business.

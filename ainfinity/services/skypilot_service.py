@@ -88,6 +88,11 @@ class SkyPilotService:
         # Set by the app to wake its reconciler loop early (after a create or cancel).
         self.on_change: Callable[[], None] = lambda: None
         self._reconcile_mutex = threading.Lock()
+        for executor in executors.values():
+            executor.notify = self._notify
+
+    def _notify(self) -> None:
+        self.on_change()
 
     # -- requests --------------------------------------------------------------------------
 
@@ -251,6 +256,7 @@ class SkyPilotService:
     def _reconcile_locked(self) -> None:
         running: Counter[str] = Counter()
         pending: list[JobRecord] = []
+        launched = False
         for name in self.store.active_names():
             try:
                 record = self.store.get(name)
@@ -276,6 +282,10 @@ class SkyPilotService:
                 continue
             if self._launch(record.name).status != JobStatus.PENDING:
                 running[record.executor] += 1
+                launched = True
+        if launched:
+            # Look again at once: a launched job is RUNNING as soon as its process is seen.
+            self.on_change()
 
     def _launch(self, name: str) -> JobRecord:
         def change(record: JobRecord) -> list[Event] | None:
