@@ -180,6 +180,9 @@ class JobStore:
                     raise JobExists(f"A job named {record.name!r} already exists.") from None
                 raise
             _fsync_dir(self.jobs_dir)
+            # Again: a reconciler that found no job under this name a moment ago (a delete
+            # just before this create) may have dropped the marker in between.
+            self._mark_active(record.name)
         finally:
             if staged.root.exists():
                 shutil.rmtree(staged.root, ignore_errors=True)
@@ -277,10 +280,12 @@ class JobStore:
         """Remove a job whole; `allowed` raises to refuse (it sees the locked record)."""
         with self.locked(name) as paths:
             allowed(self.get(name))
-            # Rename first so that the job vanishes at once for every reader; then clean up.
+            # While the directory still holds the name, no new job can take it: drop the
+            # marker now, so it can never remove the marker of a job created after us.
+            self.mark_inactive(name)
+            # Rename so that the job vanishes at once for every reader; then clean up.
             grave = self.trash_dir / f"{name}.{uuid.uuid4().hex}"
             os.rename(paths.root, grave)
-        self.mark_inactive(name)
         shutil.rmtree(grave, ignore_errors=True)
 
     # -- active jobs -----------------------------------------------------------------------
@@ -290,6 +295,17 @@ class JobStore:
 
     def mark_inactive(self, name: str) -> None:
         Path(self.active_dir, name).unlink(missing_ok=True)
+
+    def release_marker(self, name: str) -> None:
+        """Drop the marker of a job seen finished or missing, unless a job created since
+        (a delete and a create may come between the look and this call) holds the name."""
+        self.mark_inactive(name)
+        try:
+            current = self.get(name)
+        except (JobNotFound, ValidationError):
+            return
+        if not current.status.is_terminal:
+            self._mark_active(name)
 
     def active_names(self) -> list[str]:
         """Names of jobs not yet finished, without reading every job in the store."""
@@ -306,7 +322,7 @@ class JobStore:
                 self._mark_active(name)
         for name in self.active_names():
             if not self.exists(name):
-                self.mark_inactive(name)
+                self.release_marker(name)
         self._sweep(self.staging_dir)
         self._sweep(self.trash_dir)
 

@@ -104,3 +104,26 @@ def test_a_corrupt_record_does_not_stall_the_others(make_settings, tmp_path: Pat
         service.reconcile()  # must not raise
         # The healthy job is still served and can still be acted on.
         assert client.post("/api/v1/jobs/healthy/cancel").json()["status"] == "CANCELLED"
+
+
+def test_a_stale_release_keeps_the_marker_of_a_recreated_job(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    store.initialize()
+    record, event = make_record("reused", tmp_path)
+    store.create(record, event, files={})
+
+    def finish(job: JobRecord) -> list[Event]:
+        job.status = JobStatus.CANCELLED
+        return []
+
+    store.update("reused", finish)
+    # A reconciler read the finished record here; then the job is deleted and recreated...
+    store.delete("reused", allowed=lambda job: None)
+    again, event = make_record("reused", tmp_path)
+    store.create(again, event, files={})
+    # ...and only now does it release the marker of what it saw: the new job keeps its own.
+    store.release_marker("reused")
+    assert store.active_names() == ["reused"]
+    store.delete("reused", allowed=lambda job: None)
+    store.release_marker("reused")
+    assert store.active_names() == []

@@ -261,7 +261,7 @@ class SkyPilotService:
             try:
                 record = self.store.get(name)
                 if record.status.is_terminal:
-                    self.store.mark_inactive(name)
+                    self.store.release_marker(name)
                 elif record.status == JobStatus.PENDING:
                     pending.append(record)
                 else:
@@ -269,7 +269,7 @@ class SkyPilotService:
                     if not record.status.is_terminal:
                         running[record.executor] += 1
             except JobNotFound:
-                self.store.mark_inactive(name)
+                self.store.release_marker(name)
             except (ValidationError, OSError, yaml.YAMLError):
                 # One unreadable job must not stall all the others; it is retried next tick.
                 logger.exception("cannot reconcile job", extra={"job": name})
@@ -303,7 +303,7 @@ class SkyPilotService:
         try:
             return self.store.update(name, change)
         except JobNotFound:
-            self.store.mark_inactive(name)
+            self.store.release_marker(name)
             raise
 
     def _observe(self, name: str) -> JobRecord:
