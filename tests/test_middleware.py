@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -166,3 +167,19 @@ class TestCors:
             response = client.get("/health", headers={"Origin": "https://any.example"})
             assert response.headers["access-control-allow-origin"] == "*"
             assert "access-control-allow-credentials" not in response.headers
+
+
+class TestRequestLog:
+    def test_json_lines_carry_the_request_fields(
+        self, make_settings: MakeSettings, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        settings = make_settings(log_format="json")
+        with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+            client.get("/api/v1/jobs/absent", headers={"X-Request-ID": "req-42"})
+        lines = [line for line in capsys.readouterr().err.splitlines() if '"req-42"' in line]
+        assert len(lines) == 1
+        record = json.loads(lines[0])
+        assert record["method"] == "GET" and record["path"] == "/api/v1/jobs/absent"
+        assert record["status"] == 404 and record["request_id"] == "req-42"
+        assert record["latency_ms"] >= 0 and record["level"] == "INFO"
+        assert API_KEY not in lines[0]
