@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,6 +29,27 @@ def make_record(name: str, home: Path) -> tuple[JobRecord, Event]:
         time=now, type=EventType.CREATED, status=JobStatus.PENDING, message="m", actor="t"
     )
     return record, event
+
+
+def new_store(home: Path, *names: str) -> JobStore:
+    """An initialized store holding a PENDING job for each name."""
+    store = JobStore(home)
+    store.initialize()
+    for name in names:
+        record, event = make_record(name, home)
+        store.create(record, event, files={})
+    return store
+
+
+def finish_as(status: JobStatus) -> Callable[[JobRecord], list[Event]]:
+    """An update that ends a job with `status` and logs that as an event."""
+
+    def change(job: JobRecord) -> list[Event]:
+        job.status = status
+        _, event = make_record(job.name, Path("/unused"))
+        return [event.model_copy(update={"status": status})]
+
+    return change
 
 
 def create_once(home: str, name: str, start: multiprocessing.synchronize.Barrier) -> str:
@@ -58,16 +80,8 @@ def test_one_name_from_many_processes_has_exactly_one_winner(tmp_path: Path) -> 
 
 
 def test_updates_are_atomic_and_leave_no_temp_files(tmp_path: Path) -> None:
-    store = JobStore(tmp_path)
-    store.initialize()
-    record, event = make_record("updated", tmp_path)
-    store.create(record, event, files={})
-
-    def finish(job: JobRecord) -> list[Event]:
-        job.status = JobStatus.SUCCEEDED
-        return [event.model_copy(update={"status": JobStatus.SUCCEEDED})]
-
-    store.update("updated", finish)
+    store = new_store(tmp_path, "updated")
+    store.update("updated", finish_as(JobStatus.SUCCEEDED))
     assert store.get("updated").status == JobStatus.SUCCEEDED
     assert [e.status for e in store.read_events("updated")] == [
         JobStatus.PENDING,
@@ -78,11 +92,7 @@ def test_updates_are_atomic_and_leave_no_temp_files(tmp_path: Path) -> None:
 
 
 def test_active_markers_are_rebuilt_from_the_records(tmp_path: Path) -> None:
-    store = JobStore(tmp_path)
-    store.initialize()
-    for name in ("one", "two"):
-        record, event = make_record(name, tmp_path)
-        store.create(record, event, files={})
+    store = new_store(tmp_path, "one", "two")
     for marker in store.active_dir.iterdir():
         marker.unlink()
     store.rebuild_active()
@@ -107,16 +117,8 @@ def test_a_corrupt_record_does_not_stall_the_others(make_settings, tmp_path: Pat
 
 
 def test_a_stale_release_keeps_the_marker_of_a_recreated_job(tmp_path: Path) -> None:
-    store = JobStore(tmp_path)
-    store.initialize()
-    record, event = make_record("reused", tmp_path)
-    store.create(record, event, files={})
-
-    def finish(job: JobRecord) -> list[Event]:
-        job.status = JobStatus.CANCELLED
-        return []
-
-    store.update("reused", finish)
+    store = new_store(tmp_path, "reused")
+    store.update("reused", finish_as(JobStatus.CANCELLED))
     # A reconciler read the finished record here; then the job is deleted and recreated...
     store.delete("reused", allowed=lambda job: None)
     again, event = make_record("reused", tmp_path)
