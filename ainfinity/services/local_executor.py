@@ -40,9 +40,7 @@ def process_start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, or None if it is gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except OSError:
+    except OSError:  # gone (FileNotFoundError), or /proc unreadable
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     if fields[0] in ("Z", "X"):

@@ -103,6 +103,8 @@ class SkyPilotService:
         if executor_name == "local" and request.resources.num_nodes != 1:
             raise InvalidSpec("The local executor runs one node; num_nodes must be 1.")
         name = request.name or generate_name()
+        # Early answer for a taken name, before the dataset is read row by row; the store's
+        # create() is what guarantees uniqueness against concurrent creators.
         if self.store.exists(name):
             raise JobExists(f"A job named {name!r} already exists.")
         spec = JobSpec.model_validate(

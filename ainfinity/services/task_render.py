@@ -70,8 +70,8 @@ def render_task(template: dict[str, Any], spec: JobSpec, *, workdir: Path) -> di
         resources["use_spot"] = True
     task["resources"] = resources
     envs: dict[str, Any] = dict(task.get("envs") or {})
-    envs.setdefault("AINFINITY_PIP_SPEC", "ainfinity")
-    if envs["AINFINITY_PIP_SPEC"] == "ainfinity":
+    # An unpinned spec in the template means "the version this server runs".
+    if envs.get("AINFINITY_PIP_SPEC") == "ainfinity":
         envs["AINFINITY_PIP_SPEC"] = f"ainfinity=={__version__}"
     task["envs"] = {key: str(value) for key, value in envs.items()}
     return task
