@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
-from tests.builders import API_KEY, job_body, wait_for, wait_until
+from tests.builders import API_KEY, ROOT, job_body, wait_for, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,6 +39,8 @@ def test_job_trains_to_success(runner: TestClient, runner_settings: Settings) ->
     marker = Path("/tmp") / f"ainfinity-pwned-{uuid.uuid4().hex}"
     body = job_body(
         name="e2e",
+        dataset=str(ROOT / "samples" / "tiny_chat.jsonl"),
+        validation_dataset=str(ROOT / "samples" / "tiny_chat_val.jsonl"),
         hyperparameters={
             "max_steps": 24,
             "batch_size": 4,
@@ -46,6 +48,8 @@ def test_job_trains_to_success(runner: TestClient, runner_settings: Settings) ->
             "max_seq_length": 128,
             "logging_steps": 2,
             "seed": 7,
+            "save_steps": 8,
+            "save_total_limit": 2,
         },
         # Hostile, but only data: the job must run it as a string and nothing else.
         metadata={"note": f"$(touch {marker}); `touch {marker}`"},
@@ -59,10 +63,30 @@ def test_job_trains_to_success(runner: TestClient, runner_settings: Settings) ->
     assert job["started_at"] <= job["finished_at"]
 
     metrics = runner.get("/api/v1/jobs/e2e/metrics").json()["data"]
-    assert [m["step"] for m in metrics] == list(range(2, 25, 2))
-    assert all(m["loss"] is not None and m["learning_rate"] is not None for m in metrics)
-    assert metrics[-1]["loss"] < metrics[0]["loss"]
-    assert job["progress"] == {"step": 24, "total_steps": 24, "loss": metrics[-1]["loss"]}
+    train = [m for m in metrics if m["loss"] is not None]
+    evals = [m for m in metrics if m["eval_loss"] is not None]
+    assert [m["step"] for m in train] == list(range(2, 25, 2))
+    assert all(m["learning_rate"] is not None and m["tokens_per_second"] > 0 for m in train)
+    assert train[-1]["loss"] < train[0]["loss"]
+    # Evaluated at each checkpoint (no eval_steps given).
+    assert [m["step"] for m in evals] == [8, 16, 24]
+    assert job["progress"] == {
+        "step": 24,
+        "total_steps": 24,
+        "percent": 100.0,
+        "loss": train[-1]["loss"],
+        "eval_loss": evals[-1]["eval_loss"],
+        "eta_seconds": 0.0,
+        "tokens_per_second": train[-1]["tokens_per_second"],
+    }
+
+    checkpoints = runner.get("/api/v1/jobs/e2e/checkpoints").json()["data"]
+    loss_at = {m["step"]: m["loss"] for m in train}
+    assert [(c["name"], c["step"], c["complete"]) for c in checkpoints] == [
+        ("checkpoint-16", 16, True),
+        ("checkpoint-24", 24, True),
+    ]
+    assert [c["loss"] for c in checkpoints] == [loss_at[16], loss_at[24]]
 
     logs = runner.get("/api/v1/jobs/e2e/logs").text
     assert logs.count("ainfinity-metric ") == len(metrics)
@@ -74,7 +98,10 @@ def test_job_trains_to_success(runner: TestClient, runner_settings: Settings) ->
 
     model = AutoModelForCausalLM.from_pretrained(output)
     tokenizer = AutoTokenizer.from_pretrained(output)
-    inputs = tokenizer("2+2=", return_tensors="pt")
+    chat = [{"role": "user", "content": "What is 2 plus 2?"}]
+    inputs = tokenizer.apply_chat_template(
+        chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert generated.shape[1] > inputs["input_ids"].shape[1]
 
@@ -91,6 +118,9 @@ def test_failed_run_reports_why(runner: TestClient) -> None:
     job = wait_for(runner, "broken", {"SUCCEEDED", "FAILED", "CANCELLED"})
     assert job["status"] == "FAILED"
     assert job["failure_reason"].startswith("invalid_dataset"), job["failure_reason"]
+    # The last lines of the log come with it, the trainer's error line last.
+    assert job["failure_log"][-1].startswith("ainfinity-error {")
+    assert "invalid_dataset" in job["failure_log"][-1]
 
 
 def test_cancel_stops_the_whole_process_group(

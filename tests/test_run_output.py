@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from ainfinity.services.failure import classify_failure
-from ainfinity.services.run_output import read_log, tail_bytes
+from ainfinity.services.run_output import (
+    failure_log,
+    latest_metrics,
+    read_log,
+    read_metrics,
+    tail_bytes,
+)
 
 
 class TestTail:
@@ -55,3 +62,50 @@ class TestClassifyFailure:
         )
         assert "killed by signal 9" in classify_failure(log, -9)
         assert "without recording an exit status" in classify_failure(log, None)
+
+
+def record(step: int, **values: float) -> str:
+    return json.dumps({"step": step, "time": "2026-11-23T00:00:00Z", **values})
+
+
+class TestMetrics:
+    def test_a_resumed_runs_redone_steps_replace_the_first_ones(self, tmp_path: Path) -> None:
+        # Steps 1-3 logged, step 2 evaluated, preempted; resumed from step 1's checkpoint.
+        lines = [
+            record(1, loss=3.0),
+            record(2, loss=2.0),
+            record(2, eval_loss=2.5),
+            record(3, loss=1.9),
+            "{torn",
+            record(2, loss=2.1),
+            record(2, eval_loss=2.6),
+            record(3, loss=1.8),
+        ]
+        path = tmp_path / "metrics.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+
+        metrics = read_metrics(path)
+
+        assert [(m.step, m.loss, m.eval_loss) for m in metrics] == [
+            (1, 3.0, None),
+            (2, 2.1, None),
+            (2, None, 2.6),
+            (3, 1.8, None),
+        ]
+        train, evaluation = latest_metrics(path)
+        assert train is not None and (train.step, train.loss) == (3, 1.8)
+        assert evaluation is not None and evaluation.eval_loss == 2.6
+
+    def test_failure_log_leaves_metric_lines_out(self, tmp_path: Path) -> None:
+        log = tmp_path / "run.log"
+        log.write_text(
+            "loading\n"
+            + "".join(f"ainfinity-metric {record(i, loss=1.0)}\n" for i in range(50))
+            + "Traceback (most recent call last):\n  boom\n\nRuntimeError: boom\n"
+        )
+
+        assert failure_log(log, lines=3) == [
+            "Traceback (most recent call last):",
+            "  boom",
+            "RuntimeError: boom",
+        ]

@@ -34,15 +34,19 @@ class EventList(PublicModel):
 
 
 class Metric(PublicModel):
-    """One logging step of the training run."""
+    """One logging step of the training run: a training record, or an eval one (`eval_loss`)."""
 
     step: int
-    loss: float | None = None
-    learning_rate: float | None = None
+    total_steps: int | None = None
     epoch: float | None = None
     time: datetime
-    total_steps: int | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
     grad_norm: float | None = None
+    tokens_per_second: float | None = None
+    samples_per_second: float | None = None
+    step_time_seconds: float | None = None
 
 
 class MetricList(PublicModel):

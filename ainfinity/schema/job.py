@@ -50,6 +50,44 @@ class Hyperparameters(StrictModel):
     seed: int = Field(42, ge=0, le=2**32 - 1)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     logging_steps: int = Field(1, ge=1, le=100_000)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    packing: bool = Field(
+        False,
+        description="Pack rows into max_seq_length sequences; attention never crosses rows.",
+    )
+    completion_only_loss: bool = Field(
+        True, description="Learn only completions / assistant turns (prompt tokens masked)."
+    )
+    gradient_checkpointing: bool = False
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="`auto`: flash_attention_2 on a GPU that has it installed, else sdpa."
+    )
+    save_steps: int | None = Field(
+        500,
+        ge=1,
+        le=10_000_000,
+        description="Checkpoint every N steps (a relaunch resumes from the newest); null: never.",
+    )
+    save_total_limit: int | None = Field(2, ge=1, le=1000, description="null: keep all.")
+    eval_steps: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="Evaluate every N steps; null: at each checkpoint, or at the end.",
+    )
+
+
+class LoraOptions(StrictModel):
+    """Low-rank adapters (peft); used when `method` is `lora`."""
+
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1, le=4096)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,128}$")]] | None = Field(
+        None, min_length=1, max_length=64, description="null: every linear layer."
+    )
+    merge: bool = Field(False, description="Also save merged full weights in output_dir/merged.")
 
 
 class DeepSpeedOptions(StrictModel):
@@ -101,6 +139,15 @@ class JobCreate(StrictModel):
         description="Path of a JSONL file on the server, or a bucket URI (SkyPilot executor).",
         examples=["samples/tiny_sft.jsonl"],
     )
+    validation_dataset: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        pattern=_NO_CONTROL,
+        description="Optional JSONL file of the same format; its loss is reported as eval_loss.",
+    )
+    method: Literal["full", "lora"] = "full"
+    lora: LoraOptions | None = Field(None, description="Only with method `lora`.")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions)
     resources: Resources = Field(default_factory=Resources)
@@ -116,6 +163,12 @@ class JobCreate(StrictModel):
             raise ValueError("metadata values may not contain NUL bytes")
         return value
 
+    @model_validator(mode="after")
+    def _lora_needs_lora_method(self) -> JobCreate:
+        if self.lora is not None and self.method != "lora":
+            raise ValueError("lora options need method 'lora'")
+        return self
+
 
 class JobSpec(JobCreate):
     """A `JobCreate` after the server filled defaults and resolved paths."""
@@ -129,7 +182,45 @@ class Progress(PublicModel):
 
     step: int
     total_steps: int | None = None
+    percent: float | None = Field(None, description="step / total_steps, in percent.")
     loss: float | None = None
+    eval_loss: float | None = Field(None, description="The latest validation loss.")
+    eta_seconds: float | None = Field(None, description="From the measured step time.")
+    tokens_per_second: float | None = None
+
+
+class DatasetStats(PublicModel):
+    """What validation found in a dataset; token figures are lengths before truncation.
+
+    Token figures are null when the server cannot load the model's tokenizer (a hub model
+    not in its cache): the trainer then prints them in the job's log.
+    """
+
+    rows: int
+    format: str | None
+    max_seq_length: int
+    token_min: int | None = None
+    token_mean: float | None = None
+    token_p95: int | None = None
+    token_max: int | None = None
+    truncated_rows: int | None = Field(None, description="Rows longer than max_seq_length.")
+
+
+class Checkpoint(PublicModel):
+    """A checkpoint in the job's output directory; only complete ones are resumed from."""
+
+    name: str
+    step: int
+    loss: float | None = None
+    eval_loss: float | None = None
+    complete: bool
+    saved_at: datetime
+
+
+class CheckpointList(PublicModel):
+    """A job's checkpoints, oldest first."""
+
+    data: list[Checkpoint]
 
 
 class Job(PublicModel):
@@ -144,7 +235,10 @@ class Job(PublicModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     failure_reason: str | None = None
+    failure_log: list[str] | None = Field(None, description="The last lines of a failed run.")
     progress: Progress | None = None
+    dataset_stats: DatasetStats | None = None
+    validation_dataset_stats: DatasetStats | None = None
     output_dir: str
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ainfinity.exceptions import InvalidDataset, InvalidModel
-from ainfinity.train.dataset import validate_dataset
+from ainfinity.train.dataset import DatasetReport, validate_dataset
 
 # Built by `ainfinity.train.tiny_model` on the node; named here so the API needs no torch.
 BUILTIN_MODELS = frozenset({"tiny-random-llama"})
@@ -32,24 +33,35 @@ def resolve_model(model: str) -> str:
     )
 
 
-def resolve_dataset(dataset: str, *, executor: str) -> str:
+@dataclass(frozen=True)
+class ResolvedDataset:
+    """A dataset as the job will read it; `report` is None for a bucket URI (read on the node)."""
+
+    location: str
+    report: DatasetReport | None
+
+
+def resolve_dataset(dataset: str, *, executor: str, field: str = "dataset") -> ResolvedDataset:
     """A bucket URI (SkyPilot only) or a readable, valid JSONL file, as an absolute path."""
+    what = "Dataset" if field == "dataset" else "Validation dataset"
     if "://" in dataset:
         if not BUCKET_URI.match(dataset):
-            raise InvalidDataset(f"Dataset URI {dataset!r} is not a supported bucket URI.")
+            raise InvalidDataset(f"{what} URI {dataset!r} is not a supported bucket URI.")
         if executor == "local":
             raise InvalidDataset("Bucket URIs need the skypilot executor; give a local path.")
-        return dataset
+        return ResolvedDataset(dataset, None)
     path = Path(dataset).expanduser()
     if not path.is_file():
-        raise InvalidDataset(f"Dataset {dataset!r} does not exist on the server or is not a file.")
+        raise InvalidDataset(f"{what} {dataset!r} does not exist on the server or is not a file.")
     if path.suffix.lower() not in DATASET_SUFFIXES:
-        raise InvalidDataset(f"Dataset {dataset!r} must be a JSONL file (.jsonl).")
+        raise InvalidDataset(f"{what} {dataset!r} must be a JSONL file (.jsonl).")
     try:
         report = validate_dataset(path)
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidDataset(f"Dataset {dataset!r} cannot be read: {exc}") from None
+        raise InvalidDataset(f"{what} {dataset!r} cannot be read: {exc}") from None
     if report.errors:
-        problems = "; ".join(f"line {e.line}: {e.reason}" for e in report.errors)
-        raise InvalidDataset(f"Dataset {dataset!r} is not valid training data: {problems}")
-    return str(path.resolve())
+        problems = "; ".join(
+            f"line {e.line}: {e.reason}" if e.line else e.reason for e in report.errors
+        )
+        raise InvalidDataset(f"{what} {dataset!r} is not valid training data: {problems}")
+    return ResolvedDataset(str(path.resolve()), report)

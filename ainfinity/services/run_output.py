@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ainfinity.schema.activity import Metric
+from ainfinity.train.protocol import METRIC_PREFIX
 
 _BLOCK = 64 * 1024
 
@@ -47,7 +48,12 @@ def read_log(path: Path, tail: int | None) -> str:
 
 
 def read_metrics(path: Path) -> list[Metric]:
-    metrics = []
+    """Every step's record, in step order; eval records follow their step's training record.
+
+    A run resumed from a checkpoint redoes the steps after it and logs them again: the newest
+    record of a step is the one that counts, as for the model it describes.
+    """
+    latest: dict[tuple[int, bool], Metric] = {}
     try:
         lines = path.read_bytes().splitlines()
     except FileNotFoundError:
@@ -55,16 +61,36 @@ def read_metrics(path: Path) -> list[Metric]:
     for line in lines:
         metric = _parse_metric(line)
         if metric is not None:
-            metrics.append(metric)
-    return metrics
+            latest[(metric.step, metric.eval_loss is not None)] = metric
+    return [latest[key] for key in sorted(latest)]
 
 
-def last_metric(path: Path) -> Metric | None:
-    for line in reversed(tail_bytes(path, 4).splitlines()):
+def latest_metrics(path: Path, *, window: int = 32) -> tuple[Metric | None, Metric | None]:
+    """The newest training record and the newest eval record among the file's last lines."""
+    train: Metric | None = None
+    evaluation: Metric | None = None
+    for line in reversed(tail_bytes(path, window).splitlines()):
         metric = _parse_metric(line)
-        if metric is not None:
-            return metric
-    return None
+        if metric is None:
+            continue
+        if train is None and metric.loss is not None:
+            train = metric
+        if evaluation is None and metric.eval_loss is not None:
+            evaluation = metric
+        if train is not None and evaluation is not None:
+            break
+    return train, evaluation
+
+
+def failure_log(path: Path, lines: int = 20) -> list[str]:
+    """The last lines a failed run printed, without its metric lines (those are in /metrics)."""
+    text = tail_bytes(path, lines * 4).decode("utf-8", errors="replace")
+    kept = [
+        line.rstrip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith(METRIC_PREFIX)
+    ]
+    return kept[-lines:]
 
 
 def _parse_metric(line: bytes) -> Metric | None:

@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from ainfinity.core.config import Settings
 from ainfinity.exceptions import (
     InvalidCursor,
+    InvalidDataset,
     InvalidSpec,
     JobActive,
     JobExists,
@@ -32,13 +34,16 @@ from ainfinity.exceptions import (
     NotImplementedYet,
 )
 from ainfinity.schema.activity import Event, EventType, Metric
-from ainfinity.schema.job import JobCreate, JobRecord, JobSpec, JobStatus, Progress
+from ainfinity.schema.job import Checkpoint, JobCreate, JobRecord, JobSpec, JobStatus
+from ainfinity.services.dataset_stats import describe_dataset
 from ainfinity.services.executor import Executor
 from ainfinity.services.failure import classify_failure
 from ainfinity.services.job_inputs import resolve_dataset, resolve_model
-from ainfinity.services.run_output import last_metric, read_log, read_metrics
+from ainfinity.services.progress import progress_from
+from ainfinity.services.run_output import failure_log, latest_metrics, read_log, read_metrics
 from ainfinity.services.task_render import dump_job_config, dump_task, job_config, render_task
 from ainfinity.store import JobPage, JobPaths, JobStore, decode_cursor
+from ainfinity.train.checkpoints import list_checkpoints
 
 logger = logging.getLogger("ainfinity.service")
 
@@ -107,15 +112,32 @@ class SkyPilotService:
         # create() is what guarantees uniqueness against concurrent creators.
         if self.store.exists(name):
             raise JobExists(f"A job named {name!r} already exists.")
+        model = resolve_model(request.model)
+        dataset = resolve_dataset(request.dataset, executor=executor_name)
+        validation = (
+            resolve_dataset(
+                request.validation_dataset, executor=executor_name, field="validation_dataset"
+            )
+            if request.validation_dataset is not None
+            else None
+        )
+        if validation is not None and dataset.report and validation.report:
+            if validation.report.format != dataset.report.format:
+                raise InvalidDataset(
+                    f"The validation dataset is {validation.report.format!r} data but the "
+                    f"dataset is {dataset.report.format!r}; use one format for both."
+                )
         spec = JobSpec.model_validate(
             {
                 **request.model_dump(),
                 "name": name,
                 "executor": executor_name,
-                "model": resolve_model(request.model),
-                "dataset": resolve_dataset(request.dataset, executor=executor_name),
+                "model": model,
+                "dataset": dataset.location,
+                "validation_dataset": validation.location if validation else None,
             }
         )
+        hyperparameters = spec.hyperparameters
         paths = self.store.paths(name)
         task = render_task(self.template, spec, workdir=paths.workdir)
         now = utcnow()
@@ -128,6 +150,12 @@ class SkyPilotService:
             updated_at=now,
             output_dir=str(paths.output),
             owner=actor,
+            dataset_stats=describe_dataset(dataset, model=model, hyperparameters=hyperparameters),
+            validation_dataset_stats=(
+                describe_dataset(validation, model=model, hyperparameters=hyperparameters)
+                if validation is not None
+                else None
+            ),
         )
         created = Event(
             time=now,
@@ -209,6 +237,20 @@ class SkyPilotService:
 
     def list_metrics(self, name: str) -> list[Metric]:
         return read_metrics(self._existing(name).metrics)
+
+    def list_checkpoints(self, name: str) -> list[Checkpoint]:
+        record = self.store.get(name)
+        return [
+            Checkpoint(
+                name=found.name,
+                step=found.step,
+                loss=found.loss,
+                eval_loss=found.eval_loss,
+                complete=found.complete,
+                saved_at=found.saved_at,
+            )
+            for found in list_checkpoints(Path(record.output_dir))
+        ]
 
     def task_yaml(self, name: str) -> str:
         return self._existing(name).task.read_text(encoding="utf-8")
@@ -330,11 +372,9 @@ class SkyPilotService:
         return self.store.update(name, change)
 
     def _refresh_progress(self, record: JobRecord) -> bool:
-        metric = last_metric(self.store.paths(record.name).metrics)
-        if metric is None:
-            return False
-        progress = Progress(step=metric.step, total_steps=metric.total_steps, loss=metric.loss)
-        if progress == record.progress:
+        train, evaluation = latest_metrics(self.store.paths(record.name).metrics)
+        progress = progress_from(train, evaluation, previous=record.progress)
+        if progress is None or progress == record.progress:
             return False
         record.progress = progress
         record.updated_at = utcnow()
@@ -345,7 +385,9 @@ class SkyPilotService:
             return transition(record, JobStatus.CANCELLED, message="job cancelled")
         if returncode == 0:
             return transition(record, JobStatus.SUCCEEDED, message="job succeeded")
-        record.failure_reason = classify_failure(self.store.paths(record.name).log, returncode)
+        log = self.store.paths(record.name).log
+        record.failure_reason = classify_failure(log, returncode)
+        record.failure_log = failure_log(log)
         return transition(record, JobStatus.FAILED, message=record.failure_reason)
 
     def _grace_over(self, record: JobRecord) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ainfinity import __version__
-from ainfinity.schema.job import JobSpec
+from ainfinity.schema.job import JobSpec, LoraOptions
 
 TEMPLATE_NAME = "deepspeed.yaml"
 
@@ -44,7 +44,10 @@ def job_config(spec: JobSpec, *, output_dir: str) -> dict[str, Any]:
         "name": spec.name,
         "model": spec.model,
         "dataset": spec.dataset,
+        "validation_dataset": spec.validation_dataset,
         "output_dir": output_dir,
+        "method": spec.method,
+        "lora": (spec.lora or LoraOptions()).model_dump(),
         "hyperparameters": spec.hyperparameters.model_dump(),
         "deepspeed": spec.deepspeed.model_dump(),
         "metadata": spec.metadata,

@@ -1,14 +1,21 @@
-"""JSONL training data: validate it, tokenize it, and pad batches of it.
+"""JSONL training data: the formats, their validation, and the padding collator.
 
-Rows are either `{"text": ...}` or `{"prompt": ..., "completion": ...}`; other keys are ignored.
-The API server imports this module to validate a dataset when a job is submitted, so torch and
-transformers are only imported inside the functions that need them.
+Rows are `{"text": ...}`, `{"prompt": ..., "completion": ...}` or
+`{"messages": [{"role": ..., "content": ...}, ...]}`, one format per file; other keys are
+ignored. The API server imports this module to validate a dataset when a job is submitted, so
+it needs only the standard library; torch is imported inside the collator.
+
+Turning a file into examples lives in `tokenization` (rows are encoded by `encoding`, chat
+rows by `chat`) and packing in `packing`. Those modules import this one, so their public names
+are re-exported here lazily (PEP 562): `from ainfinity.train.dataset import load_examples`
+keeps working, without a cycle and without importing anything heavy before it is asked for.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,17 +24,71 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
+    from ainfinity.train.chat import DEFAULT_CHAT_TEMPLATE, ensure_chat_template
+    from ainfinity.train.packing import PackedRowsCollator, PaddingFreeCollator, pack_examples
+    from ainfinity.train.tokenization import (
+        TokenizedDataset,
+        TokenStats,
+        load_examples,
+        token_statistics,
+        tokenize_dataset,
+    )
+
+_LAZY_EXPORTS = {
+    "DEFAULT_CHAT_TEMPLATE": "ainfinity.train.chat",
+    "ensure_chat_template": "ainfinity.train.chat",
+    "PaddingFreeCollator": "ainfinity.train.packing",
+    "PackedRowsCollator": "ainfinity.train.packing",
+    "pack_examples": "ainfinity.train.packing",
+    "TokenizedDataset": "ainfinity.train.tokenization",
+    "TokenStats": "ainfinity.train.tokenization",
+    "load_examples": "ainfinity.train.tokenization",
+    "token_statistics": "ainfinity.train.tokenization",
+    "tokenize_dataset": "ainfinity.train.tokenization",
+}
+
+__all__ = [
+    "CHAT_FORMAT",
+    "CHAT_ROLES",
+    "DEFAULT_CHAT_TEMPLATE",
+    "FORMAT_FIELDS",
+    "IGNORE_INDEX",
+    "PROMPT_COMPLETION_FORMAT",
+    "TEXT_FORMAT",
+    "CausalLMCollator",
+    "DatasetError",
+    "DatasetReport",
+    "DatasetValidationError",
+    "PaddingFreeCollator",
+    "PackedRowsCollator",
+    "TokenStats",
+    "TokenizedDataset",
+    "ensure_chat_template",
+    "load_examples",
+    "pack_examples",
+    "token_statistics",
+    "tokenize_dataset",
+    "validate_dataset",
+]
+
 TEXT_FORMAT = "text"
 PROMPT_COMPLETION_FORMAT = "prompt_completion"
+CHAT_FORMAT = "chat"
 FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
     TEXT_FORMAT: ("text",),
     PROMPT_COMPLETION_FORMAT: ("prompt", "completion"),
+    CHAT_FORMAT: ("messages",),
 }
+CHAT_ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100
 """Label value that the loss skips (PyTorch's `CrossEntropyLoss` default)."""
 
-# Tokenizing in batches lets a fast tokenizer use its Rust loop instead of one call per row.
-_TOKENIZE_BATCH_ROWS = 1024
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -53,7 +114,7 @@ class DatasetReport:
 
 
 class DatasetValidationError(ValueError):
-    """Raised by `load_examples` for a dataset that `validate_dataset` rejects."""
+    """A dataset that cannot be trained on: `validate_dataset` rejects it, or tokenizing does."""
 
     def __init__(self, report: DatasetReport) -> None:
         first = report.errors[0]
@@ -64,28 +125,63 @@ class DatasetValidationError(ValueError):
         self.report = report
 
 
+def _field_names(row_format: str) -> str:
+    return "/".join(repr(name) for name in FORMAT_FIELDS[row_format])
+
+
 def _row_error(row: Any, expected_format: str | None) -> tuple[str | None, str | None]:
     """Return `(row_format, reason)`; `reason` is None for a valid row."""
     if not isinstance(row, dict):
         return None, f"expected a JSON object, got {_json_type(row)}"
-    has_text = "text" in row
-    has_pair = "prompt" in row or "completion" in row
-    if has_text and has_pair:
-        return None, "row has both 'text' and 'prompt'/'completion' fields"
-    if not has_text and not has_pair:
-        return None, "missing field 'text' (or 'prompt' and 'completion')"
-    row_format = TEXT_FORMAT if has_text else PROMPT_COMPLETION_FORMAT
+    present = [fmt for fmt, names in FORMAT_FIELDS.items() if any(name in row for name in names)]
+    if not present:
+        return None, "missing field 'text' (or 'prompt' and 'completion', or 'messages')"
+    if len(present) > 1:
+        names = ", ".join(_field_names(fmt) for fmt in present)
+        return None, f"row has fields of more than one format: {names}"
+    row_format = present[0]
     if expected_format is not None and row_format != expected_format:
         return row_format, f"mixed formats: row is {row_format!r}, dataset is {expected_format!r}"
+    if row_format == CHAT_FORMAT:
+        return row_format, _conversation_error(row["messages"])
     for name in FORMAT_FIELDS[row_format]:
-        if name not in row:
-            return row_format, f"missing field {name!r}"
-        value = row[name]
-        if not isinstance(value, str):
-            return row_format, f"field {name!r} must be a string, got {_json_type(value)}"
-        if not value.strip():
-            return row_format, f"field {name!r} is empty"
+        reason = _string_field_error(row, name)
+        if reason is not None:
+            return row_format, reason
     return row_format, None
+
+
+def _string_field_error(obj: dict[str, Any], name: str) -> str | None:
+    if name not in obj:
+        return f"missing field {name!r}"
+    value = obj[name]
+    if not isinstance(value, str):
+        return f"field {name!r} must be a string, got {_json_type(value)}"
+    if not value.strip():
+        return f"field {name!r} is empty"
+    return None
+
+
+def _conversation_error(messages: Any) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        got = "an empty array" if isinstance(messages, list) else _json_type(messages)
+        return f"field 'messages' must be a non-empty array of messages, got {got}"
+    has_assistant = False
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            return f"{where}: expected a JSON object, got {_json_type(message)}"
+        for name in ("role", "content"):
+            reason = _string_field_error(message, name)
+            if reason is not None:
+                return f"{where}: {reason}"
+        role = message["role"]
+        if role not in CHAT_ROLES:
+            return f"{where}: unknown role {role!r} (expected one of {', '.join(CHAT_ROLES)})"
+        has_assistant = has_assistant or role == "assistant"
+    if not has_assistant:
+        return "conversation has no assistant turn, so there is nothing to learn"
+    return None
 
 
 def _json_type(value: Any) -> str:
@@ -104,7 +200,8 @@ def _json_type(value: Any) -> str:
 def validate_dataset(path: str | Path, *, max_errors: int = 5) -> DatasetReport:
     """Check a JSONL dataset line by line without loading it whole.
 
-    After `max_errors` errors the remaining lines are only counted, not parsed.
+    The format is the first valid row's; after `max_errors` errors the remaining lines are only
+    counted, not parsed.
     """
     rows = 0
     dataset_format: str | None = None
@@ -135,83 +232,6 @@ def validate_dataset(path: str | Path, *, max_errors: int = 5) -> DatasetReport:
     if rows == 0:
         errors.append(DatasetError(0, "dataset has no rows"))
     return DatasetReport(rows=rows, format=dataset_format, errors=errors)
-
-
-def _iter_rows(path: str | Path) -> Iterator[dict[str, str]]:
-    """Yield the decoded rows of a dataset that has already passed validation."""
-    with open(path, "rb") as lines:
-        for raw in lines:
-            if raw.strip():
-                yield json.loads(raw)
-
-
-def _chunks(rows: Iterator[dict[str, str]], size: int) -> Iterator[list[dict[str, str]]]:
-    chunk: list[dict[str, str]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def load_examples(
-    path: str | Path, tokenizer: PreTrainedTokenizerBase, *, max_seq_length: int
-) -> list[dict[str, list[int]]]:
-    """Tokenize a dataset into `input_ids`, `attention_mask` and `labels`, one dict per row.
-
-    A row is `[bos] + prompt + completion + [eos]` (bos only when the tokenizer has one), cut to
-    `max_seq_length` tokens. Text rows learn every token; prompt/completion rows mask the bos and
-    prompt with -100, so the loss covers the completion only. Rows whose completion is cut away
-    entirely are dropped: they teach nothing, and a batch of only such rows has a 0/0 loss.
-
-    Raises:
-        DatasetValidationError: the file fails `validate_dataset`, or no row keeps a label.
-    """
-    if max_seq_length < 2:
-        raise ValueError("max_seq_length must be at least 2")
-    report = validate_dataset(path, max_errors=1)
-    if not report.ok:
-        raise DatasetValidationError(report)
-    prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("the tokenizer has no eos token")
-
-    is_text = report.format == TEXT_FORMAT
-    examples: list[dict[str, list[int]]] = []
-    for chunk in _chunks(_iter_rows(path), _TOKENIZE_BATCH_ROWS):
-        if is_text:
-            prompts: list[list[int]] = [[] for _ in chunk]
-            targets = _encode(tokenizer, [row["text"] for row in chunk])
-        else:
-            prompts = _encode(tokenizer, [row["prompt"] for row in chunk])
-            targets = _encode(tokenizer, [row["completion"] for row in chunk])
-        for prompt_ids, target_ids in zip(prompts, targets, strict=True):
-            if is_text:
-                masked, learned = [], prefix + target_ids + [eos]
-            else:
-                masked, learned = prefix + prompt_ids, target_ids + [eos]
-            input_ids = (masked + learned)[:max_seq_length]
-            labels = ([IGNORE_INDEX] * len(masked) + learned)[:max_seq_length]
-            if all(label == IGNORE_INDEX for label in labels):
-                continue
-            examples.append(
-                {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
-            )
-    if not examples:
-        reason = f"no row has a completion token within max_seq_length={max_seq_length}"
-        raise DatasetValidationError(
-            DatasetReport(report.rows, report.format, [DatasetError(0, reason)])
-        )
-    return examples
-
-
-def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
-    # Special tokens are placed by hand above; letting the tokenizer add its own would double them.
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [list(ids) for ids in encoded]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,13 @@ class ModelLoadError(RuntimeError):
     """The model or tokenizer named in the job config could not be loaded."""
 
 
+class InvalidValidationDataset(ValueError):
+    """The validation dataset cannot be used: invalid rows, or another format than the dataset."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"validation_dataset: {reason}")
+
+
 class NonFiniteLossError(RuntimeError):
     """A logged training loss was NaN or infinite: training diverged."""
 
@@ -46,7 +53,7 @@ def _mentions_nccl(exc: BaseException) -> bool:
 
 def error_code(exc: BaseException) -> ErrorCode | None:
     """Return the code for a recognised failure, or None for one the control plane calls unknown."""
-    if isinstance(exc, DatasetValidationError):
+    if isinstance(exc, DatasetValidationError | InvalidValidationDataset):
         return ErrorCode.INVALID_DATASET
     if isinstance(exc, ModelLoadError):
         return ErrorCode.MODEL_LOAD_ERROR

@@ -6,12 +6,17 @@ One process (CPU or one GPU); the control plane writes job_config.json:
 
 Several GPUs with DeepSpeed ZeRO (stage and offload come from the job config):
 
+    deepspeed --num_gpus 8 --module ainfinity.train.finetune --config job_config.json --deepspeed
     torchrun --nproc_per_node 8 -m ainfinity.train.finetune --config job_config.json --deepspeed
 
 Progress goes to stdout as `ainfinity-metric {...}` lines (and to $AINFINITY_METRICS_FILE when
-set), success as one `ainfinity-done {...}` line. A recognised failure prints
+set), the dataset's token statistics as one `ainfinity-dataset {...}` line before training, and
+success as one `ainfinity-done {...}` line. A recognised failure prints
 `ainfinity-error {"code": ..., "msg": ...}` and exits with status 1; anything else prints its
 traceback and exits non-zero. See `ainfinity.train.protocol`.
+
+Checkpoints go to `output_dir/checkpoint-<step>` every `save_steps`; a relaunch with the same
+output_dir resumes from the newest complete one (how a preempted spot job recovers).
 """
 
 from __future__ import annotations
@@ -21,30 +26,34 @@ import math
 import os
 import socket
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 # Only light modules at the top: a bad config or dataset is reported before torch loads.
-from ainfinity.train.dataset import DatasetValidationError, validate_dataset
+from ainfinity.train.checkpoints import discard_incomplete_after, latest_complete_checkpoint
+from ainfinity.train.dataset import DatasetReport, DatasetValidationError, validate_dataset
 from ainfinity.train.deepspeed_configs import deepspeed_config_path
 from ainfinity.train.failures import (
-    ModelLoadError,
+    InvalidValidationDataset,
     NonFiniteLossError,
     error_code,
     short_message,
 )
 from ainfinity.train.job_config import JobConfig, JobConfigError, load_job_config
 from ainfinity.train.protocol import (
+    DATASET_PREFIX,
     DONE_PREFIX,
     ERROR_PREFIX,
     METRICS_FILE_ENV,
+    RESUME_NOTICE,
     ErrorCode,
     emit_event,
 )
-from ainfinity.train.tiny_model import TINY_MODEL_NAME, build_tiny_random_llama
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 # For these the one-line message says it all; other codes print their traceback to stderr too.
 _EXPLAINED_BY_MESSAGE = frozenset({ErrorCode.INVALID_DATASET, ErrorCode.NAN_LOSS})
@@ -62,28 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Train with the packaged DeepSpeed config for the job's zero_stage and offload.",
     )
+    # The `deepspeed` launcher appends --local_rank=N; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     return parser
-
-
-def load_model_and_tokenizer(
-    name: str, *, seed: int
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Build the tiny test model, or load a local directory or hub id with `from_pretrained`."""
-    if name == TINY_MODEL_NAME:
-        return build_tiny_random_llama(seed)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        # The name comes from an API client: never run code shipped inside a model repository.
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
-        # Full-precision master weights; the Trainer (or DeepSpeed) handles bf16 compute.
-        model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=torch.float32, trust_remote_code=False
-        )
-    except (OSError, ValueError, ImportError) as exc:
-        raise ModelLoadError(f"cannot load model {name!r}: {exc}") from exc
-    return model, tokenizer
 
 
 def use_single_process_defaults() -> None:
@@ -101,45 +91,41 @@ def use_single_process_defaults() -> None:
     )
 
 
-def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
-    """Train as the job config says, save model and tokenizer, and print `ainfinity-done`."""
-    import torch
+def training_arguments(
+    config: JobConfig, *, use_deepspeed: bool, bf16: bool, on_gpu: bool
+) -> TrainingArguments:
+    """The Trainer's arguments for a job: every value from the config, the rest fixed."""
+    from transformers import TrainingArguments
 
-    if use_deepspeed:
-        use_single_process_defaults()
-    if not torch.cuda.is_available():
-        # The Trainer imports DeepSpeed even without --deepspeed; on a CPU-only machine DeepSpeed
-        # then picks its CPU accelerator anyway, after printing a warning to stdout.
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
-    from transformers.utils import logging as hf_logging
-
-    from ainfinity.train.dataset import CausalLMCollator, load_examples
-    from ainfinity.train.metrics import MetricsCallback
-
-    hf_logging.disable_progress_bar()
     hp = config.hyperparameters
-    set_seed(hp.seed)
-    on_gpu = torch.cuda.is_available()
-
-    # Built before the model: under ZeRO-3 the arguments make from_pretrained shard as it loads.
-    training_args = TrainingArguments(
+    eval_steps = hp.eval_steps or hp.save_steps
+    evaluate_during = config.validation_dataset is not None and eval_steps is not None
+    return TrainingArguments(
         output_dir=str(config.output_dir),
         run_name=config.name,
         num_train_epochs=hp.epochs,
         max_steps=hp.max_steps if hp.max_steps is not None else -1,
         learning_rate=hp.learning_rate,
+        lr_scheduler_type=hp.lr_scheduler_type,
+        weight_decay=hp.weight_decay,
         per_device_train_batch_size=hp.batch_size,
+        per_device_eval_batch_size=hp.batch_size,
         gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        gradient_checkpointing=hp.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         warmup_steps=hp.warmup_ratio,
         logging_steps=hp.logging_steps,
         # By default the Trainer logs a NaN loss as the mean of earlier ones, hiding divergence.
         logging_nan_inf_filter=False,
+        eval_strategy="steps" if evaluate_during else "no",
+        eval_steps=eval_steps if evaluate_during else None,
+        save_strategy="steps" if hp.save_steps is not None else "no",
+        save_steps=hp.save_steps or 500,
+        # Pruning happens after the completeness marker instead (CheckpointMarkerCallback).
+        save_total_limit=None,
         seed=hp.seed,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        bf16=bf16,
         use_cpu=not on_gpu,
-        save_strategy="no",
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -151,31 +137,195 @@ def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
         ),
     )
 
-    model, tokenizer = load_model_and_tokenizer(config.model, seed=hp.seed)
-    examples = load_examples(config.dataset, tokenizer, max_seq_length=hp.max_seq_length)
 
-    trainer = Trainer(
+@dataclass(frozen=True)
+class TrainingData:
+    """What the Trainer is fed: train and validation rows, their collator, and what to report."""
+
+    train: list[dict[str, list[int]]]
+    validation: list[dict[str, list[int]]] | None
+    collator: Callable[[list[dict[str, list[int]]]], dict[str, Any]]
+    # The `ainfinity-dataset` payload: token statistics of the training set, and its format.
+    statistics: dict[str, Any]
+
+
+def load_training_data(
+    config: JobConfig, tokenizer: PreTrainedTokenizerBase, *, attn_implementation: str
+) -> TrainingData:
+    """Tokenize (and, with `packing`, pack) the train and validation sets.
+
+    Chat data installs a default chat template on a tokenizer without one; the tokenizer is
+    saved with the model, so inference renders prompts as training did.
+    """
+    from ainfinity.train.dataset import (
+        CausalLMCollator,
+        PackedRowsCollator,
+        PaddingFreeCollator,
+        pack_examples,
+        tokenize_dataset,
+    )
+
+    hp = config.hyperparameters
+
+    def load(path: Path) -> tuple[list[dict[str, list[int]]], dict[str, Any]]:
+        # One tokenization pass gives both the examples and the statistics.
+        tokenized = tokenize_dataset(
+            path,
+            tokenizer,
+            max_seq_length=hp.max_seq_length,
+            completion_only_loss=hp.completion_only_loss,
+        )
+        examples = tokenized.examples
+        if hp.packing:
+            examples = pack_examples(examples, hp.max_seq_length)
+        return examples, {**tokenized.stats.as_dict(), "format": tokenized.format}
+
+    train_set, statistics = load(config.dataset)
+    validation_set = None
+    if config.validation_dataset is not None:
+        try:
+            validation_set, _ = load(config.validation_dataset)
+        except DatasetValidationError as exc:
+            raise InvalidValidationDataset(str(exc)) from exc
+    padded = CausalLMCollator.for_tokenizer(tokenizer)
+    collator: Callable[[list[dict[str, list[int]]]], dict[str, Any]] = padded
+    if hp.packing:
+        # Variable-length flash attention takes the whole batch as one row at no extra cost;
+        # sdpa and eager pay for the square of a row's length, so they get one row per pack.
+        collator = (
+            PaddingFreeCollator()
+            if attn_implementation == "flash_attention_2"
+            else PackedRowsCollator(pad_token_id=padded.pad_token_id)
+        )
+    return TrainingData(train_set, validation_set, collator, statistics)
+
+
+def _run_mean_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """The mean training loss per step over the whole run, a resumed one's earlier part included.
+
+    (The Trainer's own `training_loss` divides this session's losses by the global step count.)
+    """
+    total, steps, previous = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            window = entry["step"] - previous
+            total, steps, previous = total + entry["loss"] * window, steps + window, entry["step"]
+    return total / steps if steps else None
+
+
+def _evaluated_at(log_history: list[dict[str, Any]], step: int) -> bool:
+    return any("eval_loss" in entry and entry.get("step") == step for entry in log_history)
+
+
+def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
+    """Train as the job config says, save model and tokenizer, and print `ainfinity-done`."""
+    import torch
+
+    if use_deepspeed:
+        use_single_process_defaults()
+    if not torch.cuda.is_available():
+        # The Trainer imports DeepSpeed even without --deepspeed; on a CPU-only machine DeepSpeed
+        # then picks its CPU accelerator anyway, after printing a warning to stdout.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+    from transformers import PrinterCallback, set_seed
+    from transformers.utils import logging as hf_logging
+
+    from ainfinity.train.checkpoint_callback import CheckpointMarkerCallback
+    from ainfinity.train.metrics import BatchCounter, CountingTrainer, MetricsCallback
+    from ainfinity.train.model_loading import (
+        add_lora_adapters,
+        load_model_and_tokenizer,
+        resolve_attn_implementation,
+        save_merged_model,
+    )
+
+    hf_logging.disable_progress_bar()
+    hp = config.hyperparameters
+    set_seed(hp.seed)
+    on_gpu = torch.cuda.is_available()
+    bf16 = on_gpu and torch.cuda.is_bf16_supported()
+
+    # Built before the model: under ZeRO-3 the arguments make from_pretrained shard as it loads.
+    args = training_arguments(config, use_deepspeed=use_deepspeed, bf16=bf16, on_gpu=on_gpu)
+    is_main = args.process_index == 0
+
+    resume_from = latest_complete_checkpoint(config.output_dir)
+    if is_main:
+        resumed_step = int(resume_from.name.rsplit("-", 1)[1]) if resume_from else 0
+        # Half-written checkpoints from the preempted run: the steps are redone and resaved.
+        discard_incomplete_after(config.output_dir, resumed_step)
+        if resume_from is not None:
+            print(f"{RESUME_NOTICE} {resume_from} (step {resumed_step})", flush=True)
+
+    lora = config.method == "lora"
+    attn_implementation = resolve_attn_implementation(hp.attn_implementation)
+    model, tokenizer = load_model_and_tokenizer(
+        config.model,
+        seed=hp.seed,
+        attn_implementation=attn_implementation,
+        # Frozen base weights need no fp32 master copy: half the memory for LoRA.
+        dtype=torch.bfloat16 if lora and bf16 else None,
+    )
+    if lora:
+        model = add_lora_adapters(
+            model, config.lora, gradient_checkpointing=hp.gradient_checkpointing
+        )
+    data = load_training_data(config, tokenizer, attn_implementation=attn_implementation)
+    if is_main:
+        emit_event(DATASET_PREFIX, data.statistics)
+
+    batch_counter = BatchCounter()
+    trainer = CountingTrainer(
         model=model,
-        args=training_args,
-        train_dataset=examples,  # a list is all a map-style dataset needs
-        data_collator=CausalLMCollator.for_tokenizer(tokenizer),
+        args=args,
+        train_dataset=data.train,  # a list is all a map-style dataset needs
+        eval_dataset=data.validation,
+        data_collator=data.collator,
         processing_class=tokenizer,
-        callbacks=[MetricsCallback(metrics_file=os.environ.get(METRICS_FILE_ENV) or None)],
+        callbacks=[
+            # First, so the metrics leave the marker's barrier out of the step time too.
+            CheckpointMarkerCallback(keep=hp.save_total_limit),
+            MetricsCallback(
+                metrics_file=os.environ.get(METRICS_FILE_ENV) or None,
+                batch_counter=batch_counter,
+            ),
+        ],
+        batch_counter=batch_counter,
     )
     # Its dict dumps would duplicate the ainfinity-metric lines on stdout.
     trainer.remove_callback(PrinterCallback)
 
-    result = trainer.train()
-    if not math.isfinite(result.training_loss):
-        raise NonFiniteLossError(trainer.state.global_step, result.training_loss)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_loss = _run_mean_loss(trainer.state.log_history)
+    if train_loss is None:
+        train_loss = result.training_loss
+    if not math.isfinite(train_loss):
+        raise NonFiniteLossError(trainer.state.global_step, train_loss)
+    if data.validation is not None and not _evaluated_at(
+        trainer.state.log_history, trainer.state.global_step
+    ):
+        # The final model's validation loss, whatever the eval schedule left out.
+        trainer.evaluate()
 
-    # Saves the tokenizer too (processing_class); gathers ZeRO-3 shards into one model.
+    # Saves the tokenizer too (processing_class); gathers ZeRO-3 shards into one model; for LoRA
+    # writes the adapter only.
     trainer.save_model(str(config.output_dir))
-    if trainer.is_world_process_zero():
+    if lora and config.lora.merge and is_main:
+        save_merged_model(config.model, config.output_dir, tokenizer, seed=hp.seed)
+    if is_main:
         emit_event(
             DONE_PREFIX,
-            {"output_dir": str(config.output_dir), "train_loss": result.training_loss},
+            {"output_dir": str(config.output_dir), "train_loss": train_loss},
         )
+
+
+def _validated(path: Path, *, validation: bool) -> DatasetReport:
+    report = validate_dataset(path)
+    if not report.ok:
+        error = DatasetValidationError(report)
+        raise InvalidValidationDataset(str(error)) if validation else error
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,9 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
 
     try:
-        report = validate_dataset(config.dataset)
-        if not report.ok:
-            raise DatasetValidationError(report)
+        report = _validated(config.dataset, validation=False)
+        if config.validation_dataset is not None:
+            validation = _validated(config.validation_dataset, validation=True)
+            if validation.format != report.format:
+                raise InvalidValidationDataset(
+                    f"{validation.format!r} data, but the dataset is {report.format!r} data"
+                )
         train(config, use_deepspeed=args.deepspeed)
     except Exception as exc:
         code = error_code(exc)

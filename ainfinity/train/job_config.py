@@ -11,7 +11,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+Method = Literal["full", "lora"]
+AttnImplementation = Literal["auto", "sdpa", "eager", "flash_attention_2"]
+LrSchedulerType = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 
 
 class JobConfigError(ValueError):
@@ -20,7 +24,7 @@ class JobConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainingHyperparameters:
-    """Optimisation settings; `max_steps`, when set, overrides `epochs`."""
+    """Optimisation, data and checkpoint settings; `max_steps`, when set, overrides `epochs`."""
 
     epochs: float = 1.0
     max_steps: int | None = None
@@ -31,6 +35,31 @@ class TrainingHyperparameters:
     seed: int = 42
     warmup_ratio: float = 0.0
     logging_steps: int = 1
+    packing: bool = False
+    # Learn only completions and assistant turns; prompts and other roles are context.
+    completion_only_loss: bool = True
+    gradient_checkpointing: bool = False
+    attn_implementation: AttnImplementation = "auto"
+    # None: no intermediate checkpoints, so a relaunch starts over.
+    save_steps: int | None = 500
+    # None: keep every checkpoint.
+    save_total_limit: int | None = 2
+    # None: evaluate at every checkpoint, or only at the end when there are none.
+    eval_steps: int | None = None
+    weight_decay: float = 0.0
+    lr_scheduler_type: LrSchedulerType = "linear"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """Low-rank adapter settings; `target_modules=None` adapts every linear layer."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | None = None
+    # Also write the base model with the adapter folded in, to output_dir/merged.
+    merge: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +78,9 @@ class JobConfig:
     model: str
     dataset: Path
     output_dir: Path
+    validation_dataset: Path | None = None
+    method: Method = "full"
+    lora: LoraSettings = field(default_factory=LoraSettings)
     hyperparameters: TrainingHyperparameters = field(default_factory=TrainingHyperparameters)
     deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
     # The user's labels for the job; carried so a run can report them, never interpreted.
@@ -57,18 +89,36 @@ class JobConfig:
 
 # Each numeric field's allowed range, as a test and the words an error message uses for it.
 _LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "epochs": (lambda v: v > 0, "> 0"),
-    "max_steps": (lambda v: v >= 1, ">= 1"),
-    "learning_rate": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "batch_size": (lambda v: v >= 1, ">= 1"),
-    "gradient_accumulation_steps": (lambda v: v >= 1, ">= 1"),
-    "max_seq_length": (lambda v: v >= 2, ">= 2"),
-    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "hyperparameters.epochs": (lambda v: v > 0, "> 0"),
+    "hyperparameters.max_steps": (lambda v: v >= 1, ">= 1"),
+    "hyperparameters.learning_rate": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "hyperparameters.batch_size": (lambda v: v >= 1, ">= 1"),
+    "hyperparameters.gradient_accumulation_steps": (lambda v: v >= 1, ">= 1"),
+    "hyperparameters.max_seq_length": (lambda v: v >= 2, ">= 2"),
+    "hyperparameters.seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
     # Transformers reads a float warmup below 1 as a ratio and anything else as a step count.
-    "warmup_ratio": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "logging_steps": (lambda v: v >= 1, ">= 1"),
-    "zero_stage": (lambda v: v in (0, 1, 2, 3), "0, 1, 2 or 3"),
+    "hyperparameters.warmup_ratio": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "hyperparameters.logging_steps": (lambda v: v >= 1, ">= 1"),
+    "hyperparameters.save_steps": (lambda v: v >= 1, ">= 1"),
+    "hyperparameters.save_total_limit": (lambda v: v >= 1, ">= 1"),
+    "hyperparameters.eval_steps": (lambda v: v >= 1, ">= 1"),
+    "hyperparameters.weight_decay": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "lora.r": (lambda v: v >= 1, ">= 1"),
+    "lora.alpha": (lambda v: v >= 1, ">= 1"),
+    "lora.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "deepspeed.zero_stage": (lambda v: v in (0, 1, 2, 3), "0, 1, 2 or 3"),
 }
+
+# The string enums, by the annotation name their fields use.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "Method": get_args(Method),
+    "AttnImplementation": get_args(AttnImplementation),
+    "LrSchedulerType": get_args(LrSchedulerType),
+}
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip()) and "\x00" not in value
 
 
 def _check_value(name: str, value: Any, annotation: str) -> Any:
@@ -88,8 +138,16 @@ def _check_value(name: str, value: Any, annotation: str) -> Any:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         ok = ok and math.isfinite(value)
         value = float(value) if ok else value
+    elif kind == "list[str]":
+        ok = isinstance(value, list) and bool(value) and all(map(_is_text, value))
+        kind = "a non-empty list of non-empty strings"
+    elif kind in _CHOICES:
+        if value not in _CHOICES[kind]:
+            allowed = ", ".join(map(repr, _CHOICES[kind]))
+            raise JobConfigError(f"{name} must be one of {allowed}, got {value!r}")
+        ok = True
     else:
-        ok = isinstance(value, str) and bool(value.strip()) and "\x00" not in value
+        ok = _is_text(value)
     if not ok:
         raise JobConfigError(f"{name} must be {kind}, got {value!r}")
     if name in _LIMITS:
@@ -100,14 +158,18 @@ def _check_value(name: str, value: Any, annotation: str) -> Any:
 
 
 def _build(cls: type[Any], data: Any, where: str) -> Any:
-    """Instantiate a flat dataclass from a JSON object, rejecting unknown keys."""
+    """Instantiate a flat dataclass from a JSON object (null: all defaults); refuse unknown keys."""
+    if data is None:
+        return cls()
     if not isinstance(data, dict):
         raise JobConfigError(f"{where} must be a JSON object")
     known = {f.name: str(f.type) for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise JobConfigError(f"unknown field(s) in {where}: {', '.join(unknown)}")
-    return cls(**{key: _check_value(key, value, known[key]) for key, value in data.items()})
+    return cls(
+        **{key: _check_value(f"{where}.{key}", value, known[key]) for key, value in data.items()}
+    )
 
 
 def parse_job_config(data: Any, *, base_dir: Path | None = None) -> JobConfig:
@@ -123,7 +185,8 @@ def parse_job_config(data: Any, *, base_dir: Path | None = None) -> JobConfig:
     base = base_dir or Path.cwd()
     strings = {key: _check_value(key, data[key], "str") for key in ("name", "model")}
     paths = {key: base / _check_value(key, data[key], "str") for key in ("dataset", "output_dir")}
-    deepspeed = _build(DeepSpeedSettings, data.get("deepspeed", {}), "deepspeed")
+    validation = _check_value("validation_dataset", data.get("validation_dataset"), "str | None")
+    deepspeed = _build(DeepSpeedSettings, data.get("deepspeed"), "deepspeed")
     if deepspeed.offload and deepspeed.zero_stage < 2:
         raise JobConfigError("deepspeed.offload needs zero_stage 2 or 3")
     metadata = data.get("metadata", {})
@@ -134,8 +197,12 @@ def parse_job_config(data: Any, *, base_dir: Path | None = None) -> JobConfig:
     return JobConfig(
         **strings,
         **paths,
+        validation_dataset=base / validation if validation is not None else None,
+        method=_check_value("method", data.get("method", "full"), "Method"),
+        # Lora settings with method "full" are accepted and unused, as the contract says.
+        lora=_build(LoraSettings, data.get("lora"), "lora"),
         hyperparameters=_build(
-            TrainingHyperparameters, data.get("hyperparameters", {}), "hyperparameters"
+            TrainingHyperparameters, data.get("hyperparameters"), "hyperparameters"
         ),
         deepspeed=deepspeed,
         metadata=metadata,

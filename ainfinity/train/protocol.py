@@ -16,7 +16,12 @@ from typing import Any, TextIO
 METRIC_PREFIX = "ainfinity-metric"
 DONE_PREFIX = "ainfinity-done"
 ERROR_PREFIX = "ainfinity-error"
-EVENT_PREFIXES = (METRIC_PREFIX, DONE_PREFIX, ERROR_PREFIX)
+DATASET_PREFIX = "ainfinity-dataset"
+"""The training dataset's token statistics and format, printed once before training."""
+EVENT_PREFIXES = (METRIC_PREFIX, DONE_PREFIX, ERROR_PREFIX, DATASET_PREFIX)
+
+RESUME_NOTICE = "ainfinity: resuming from"
+"""Plain-text line (not an event): `ainfinity: resuming from <checkpoint dir> (step N)`."""
 
 METRICS_FILE_ENV = "AINFINITY_METRICS_FILE"
 """Environment variable naming a JSONL file that receives each metric record as well as stdout."""

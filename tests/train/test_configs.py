@@ -14,7 +14,12 @@ from ainfinity.train.deepspeed_configs import (
     accelerate_config_path,
     deepspeed_config_path,
 )
-from ainfinity.train.job_config import JobConfigError, load_job_config, parse_job_config
+from ainfinity.train.job_config import (
+    JobConfigError,
+    LoraSettings,
+    load_job_config,
+    parse_job_config,
+)
 
 from .builders import REPO_ROOT, write_job_config
 
@@ -44,11 +49,65 @@ class TestJobConfig:
         assert (config.deepspeed.zero_stage, config.deepspeed.offload) == (2, False)
 
     def test_resolves_relative_paths_against_the_base_dir(self, tmp_path: Path) -> None:
-        config = parse_job_config(config_data(), base_dir=tmp_path)
+        data = config_data(validation_dataset="data/val.jsonl")
+
+        config = parse_job_config(data, base_dir=tmp_path)
 
         assert config.dataset == tmp_path / "data" / "train.jsonl"
+        assert config.validation_dataset == tmp_path / "data" / "val.jsonl"
         assert config.output_dir == tmp_path / "out"
-        assert config.hyperparameters.epochs == 1.0
+
+    def test_fills_every_optional_key_with_the_contract_default(self) -> None:
+        config = parse_job_config(config_data())
+
+        assert config.validation_dataset is None
+        assert config.method == "full"
+        assert config.lora == LoraSettings(
+            r=16, alpha=32, dropout=0.05, target_modules=None, merge=False
+        )
+        hp = config.hyperparameters
+        assert (hp.epochs, hp.packing, hp.completion_only_loss) == (1.0, False, True)
+        assert (hp.gradient_checkpointing, hp.attn_implementation) == (False, "auto")
+        assert (hp.save_steps, hp.save_total_limit, hp.eval_steps) == (500, 2, None)
+        assert (hp.weight_decay, hp.lr_scheduler_type) == (0.0, "linear")
+
+    def test_reads_every_new_field(self) -> None:
+        data = config_data(
+            validation_dataset=None,
+            method="lora",
+            lora={"r": 4, "alpha": 8, "dropout": 0, "target_modules": ["q_proj"], "merge": True},
+            hyperparameters={
+                "packing": True,
+                "completion_only_loss": False,
+                "gradient_checkpointing": True,
+                "attn_implementation": "eager",
+                "save_steps": None,
+                "save_total_limit": None,
+                "eval_steps": 7,
+                "weight_decay": 0.1,
+                "lr_scheduler_type": "cosine",
+            },
+        )
+
+        config = parse_job_config(data)
+
+        assert config.method == "lora"
+        assert config.lora == LoraSettings(
+            r=4, alpha=8, dropout=0.0, target_modules=["q_proj"], merge=True
+        )
+        hp = config.hyperparameters
+        assert (hp.packing, hp.completion_only_loss, hp.gradient_checkpointing) == (
+            True,
+            False,
+            True,
+        )
+        assert (hp.attn_implementation, hp.save_steps, hp.save_total_limit) == ("eager", None, None)
+        assert (hp.eval_steps, hp.weight_decay, hp.lr_scheduler_type) == (7, 0.1, "cosine")
+
+    def test_accepts_null_lora_as_the_defaults(self) -> None:
+        config = parse_job_config(config_data(lora=None))
+
+        assert config.lora == LoraSettings()
 
     @pytest.mark.parametrize(
         ("overrides", "message"),
@@ -63,6 +122,26 @@ class TestJobConfig:
             ({"hyperparameters": {"warmup_ratio": 1.0}}, "warmup_ratio must be in"),
             ({"deepspeed": {"zero_stage": 1, "offload": True}}, "offload needs zero_stage"),
             ({"deepspeed": []}, "deepspeed must be a JSON object"),
+            ({"validation_dataset": 3}, "validation_dataset must be str"),
+            ({"method": "qlora"}, "method must be one of 'full', 'lora'"),
+            ({"method": None}, "method may not be null"),
+            ({"lora": {"r": 0}}, r"lora.r must be >= 1"),
+            ({"lora": {"dropout": 1.0}}, r"lora.dropout must be in \[0, 1\)"),
+            ({"lora": {"target_modules": []}}, "target_modules must be a non-empty list"),
+            ({"lora": {"target_modules": ["q_proj", ""]}}, "target_modules must be a non-empty"),
+            ({"lora": {"target_modules": "q_proj"}}, "target_modules must be a non-empty list"),
+            ({"lora": {"rank": 8}}, "unknown field.*in lora: rank"),
+            ({"lora": []}, "lora must be a JSON object"),
+            ({"hyperparameters": {"packing": 1}}, "packing must be bool"),
+            (
+                {"hyperparameters": {"attn_implementation": "flash"}},
+                "attn_implementation must be one",
+            ),
+            ({"hyperparameters": {"lr_scheduler_type": "step"}}, "lr_scheduler_type must be one"),
+            ({"hyperparameters": {"save_steps": 0}}, "save_steps must be >= 1"),
+            ({"hyperparameters": {"save_total_limit": 0}}, "save_total_limit must be >= 1"),
+            ({"hyperparameters": {"eval_steps": 1.5}}, "eval_steps must be int"),
+            ({"hyperparameters": {"weight_decay": -0.1}}, "weight_decay must be in"),
         ],
     )
     def test_rejects_bad_values(self, overrides: dict[str, Any], message: str) -> None:

@@ -1,4 +1,4 @@
-"""Dataset validation, tokenization with label masking, and batch padding."""
+"""Dataset validation, tokenization with label masking, token statistics, and batch padding."""
 
 from __future__ import annotations
 
@@ -17,14 +17,35 @@ from ainfinity.train.dataset import (
     CausalLMCollator,
     DatasetError,
     DatasetValidationError,
-    load_examples,
     validate_dataset,
+)
+from ainfinity.train.tokenization import (
+    TokenStats,
+    load_examples,
+    token_statistics,
+    tokenize_dataset,
 )
 
 from .builders import REPO_ROOT, SAMPLES_DIR, write_jsonl
 
 PAIR = {"prompt": "What is 1 plus 1?\nAnswer:", "completion": " 2"}
 TEXT = {"text": "The cat sat on the mat."}
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "You add numbers."},
+        {"role": "user", "content": "What is 1 plus 1?"},
+        {"role": "assistant", "content": "2"},
+    ]
+}
+
+
+def chat(*messages: Any) -> dict[str, Any]:
+    """A chat row from `(role, content)` pairs, or raw message values."""
+    return {
+        "messages": [
+            {"role": m[0], "content": m[1]} if isinstance(m, tuple) else m for m in messages
+        ]
+    }
 
 
 class TestValidateDataset:
@@ -39,6 +60,12 @@ class TestValidateDataset:
 
         assert report.ok
         assert (report.rows, report.format) == (64, "text")
+
+    def test_accepts_the_chat_sample(self) -> None:
+        report = validate_dataset(SAMPLES_DIR / "tiny_chat.jsonl")
+
+        assert report.ok
+        assert (report.rows, report.format) == (64, "chat")
 
     def test_skips_blank_lines_and_ignores_extra_keys(self, tmp_path: Path) -> None:
         path = write_jsonl(tmp_path / "d.jsonl", TEXT, "", "   ", {**TEXT, "id": 7})
@@ -59,7 +86,15 @@ class TestValidateDataset:
             ({"prompt": "2 plus 2?", "completion": 4}, "field 'completion' must be a string"),
             ({"prompt": " \n", "completion": "4"}, "field 'prompt' is empty"),
             ({"text": "x"}, "mixed formats"),
-            ({"text": "x", "prompt": "y", "completion": "z"}, "both 'text' and 'prompt'"),
+            (CHAT, "mixed formats: row is 'chat', dataset is 'prompt_completion'"),
+            (
+                {"text": "x", "prompt": "y", "completion": "z"},
+                "row has fields of more than one format: 'text', 'prompt'/'completion'",
+            ),
+            (
+                {**CHAT, "completion": "z"},
+                "more than one format: 'prompt'/'completion', 'messages'",
+            ),
         ],
     )
     def test_reports_each_error_kind_at_its_line(
@@ -75,6 +110,48 @@ class TestValidateDataset:
         assert report.rows == 3
         assert [error.line for error in report.errors] == [3]
         assert reason in report.errors[0].reason
+
+    @pytest.mark.parametrize(
+        ("bad_row", "reason"),
+        [
+            (
+                {"messages": []},
+                "field 'messages' must be a non-empty array of messages, got an empty array",
+            ),
+            (
+                {"messages": "hi"},
+                "field 'messages' must be a non-empty array of messages, got string",
+            ),
+            (chat(("user", "hi"), "hello"), "messages[1]: expected a JSON object, got string"),
+            (chat({"content": "hi"}), "messages[0]: missing field 'role'"),
+            (chat({"role": "user"}), "messages[0]: missing field 'content'"),
+            (
+                chat(("user", "hi"), ("assistant", None)),
+                "messages[1]: field 'content' must be a string, got null",
+            ),
+            (
+                chat(("user", "hi"), ("assistant", [{"text": "x"}])),
+                "messages[1]: field 'content' must be a string, got array",
+            ),
+            (chat((7, "hi")), "messages[0]: field 'role' must be a string, got number"),
+            (chat(("user", " \n"), ("assistant", "x")), "messages[0]: field 'content' is empty"),
+            (
+                chat(("user", "hi"), ("tool", "{}"), ("assistant", "x")),
+                "messages[1]: unknown role 'tool' (expected one of system, user, assistant)",
+            ),
+            (chat(("system", "be kind"), ("user", "hi")), "conversation has no assistant turn"),
+        ],
+    )
+    def test_reports_each_chat_error_kind_at_its_line(
+        self, tmp_path: Path, bad_row: Any, reason: str
+    ) -> None:
+        path = write_jsonl(tmp_path / "d.jsonl", CHAT, bad_row, CHAT)
+
+        report = validate_dataset(path)
+
+        assert report.format == "chat"
+        assert [error.line for error in report.errors] == [2]
+        assert report.errors[0].reason.startswith(reason)
 
     def test_reports_invalid_utf8(self, tmp_path: Path) -> None:
         path = tmp_path / "d.jsonl"
@@ -131,7 +208,9 @@ class TestValidateDataset:
         code = (
             "import sys, ainfinity.train.dataset, ainfinity.train.protocol, "
             "ainfinity.train.job_config, ainfinity.train.deepspeed_configs, "
-            "ainfinity.train.failures, ainfinity.train.tiny_model; "
+            "ainfinity.train.failures, ainfinity.train.tiny_model, ainfinity.train.chat, "
+            "ainfinity.train.encoding, ainfinity.train.packing, ainfinity.train.tokenization; "
+            "from ainfinity.train.dataset import load_examples, pack_examples, TokenStats; "
             "assert not {'torch', 'transformers'} & set(sys.modules), 'heavy import'"
         )
         subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
@@ -199,6 +278,88 @@ class TestLoadExamples:
             load_examples(path, byte_tokenizer, max_seq_length=64)
 
         assert raised.value.report.errors[0].line == 3
+
+    def test_learns_prompt_tokens_too_without_completion_only_loss(
+        self, tmp_path: Path, byte_tokenizer: Any
+    ) -> None:
+        path = write_jsonl(tmp_path / "d.jsonl", {"prompt": "1+1=", "completion": "2"})
+
+        [example] = load_examples(
+            path, byte_tokenizer, max_seq_length=64, completion_only_loss=False
+        )
+
+        assert example["labels"] == example["input_ids"]
+        assert byte_tokenizer.decode(example["input_ids"]) == "<s>1+1=2</s>"
+
+    def test_stays_importable_from_the_dataset_module(self) -> None:
+        from ainfinity.train import dataset, packing
+
+        assert dataset.load_examples is load_examples
+        assert dataset.pack_examples is packing.pack_examples
+        with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+            _ = dataset.nonexistent
+
+
+class TestTokenStatistics:
+    def test_measures_full_lengths_and_counts_rows_cut_by_max_seq_length(
+        self, tmp_path: Path, byte_tokenizer: Any
+    ) -> None:
+        # A text row of n bytes is n + 2 tokens (bos, eos): lengths 3 to 22.
+        path = write_jsonl(tmp_path / "d.jsonl", *({"text": "a" * n} for n in range(1, 21)))
+
+        stats = token_statistics(path, byte_tokenizer, max_seq_length=20)
+
+        assert stats == TokenStats(
+            rows=20, min=3, mean=12.5, p95=21, max=22, truncated_rows=2, max_seq_length=20
+        )
+        assert stats.as_dict() == {
+            "rows": 20,
+            "min": 3,
+            "mean": 12.5,
+            "p95": 21,
+            "max": 22,
+            "truncated_rows": 2,
+            "max_seq_length": 20,
+        }
+
+    @pytest.mark.parametrize("sample", ["tiny_text.jsonl", "tiny_sft.jsonl", "tiny_chat.jsonl"])
+    def test_measures_the_rows_that_training_gets(self, byte_tokenizer: Any, sample: str) -> None:
+        tokenizer = copy.deepcopy(byte_tokenizer)
+        path = SAMPLES_DIR / sample
+        uncut = tokenize_dataset(path, tokenizer, max_seq_length=4096).examples
+        lengths = sorted(len(example["input_ids"]) for example in uncut)
+        limit = lengths[len(lengths) // 2]
+
+        stats = token_statistics(path, tokenizer, max_seq_length=limit)
+
+        assert stats == TokenStats.from_lengths(lengths, limit)
+        assert (stats.rows, stats.min, stats.max) == (64, lengths[0], lengths[-1])
+        assert stats.truncated_rows == sum(1 for n in lengths if n > limit) > 0
+        # Loading at the limit tokenizes the same way and reports the same statistics.
+        assert tokenize_dataset(path, tokenizer, max_seq_length=limit).stats == stats
+
+    def test_measures_chat_rows_as_their_rendered_conversation(
+        self, tmp_path: Path, byte_tokenizer: Any
+    ) -> None:
+        tokenizer = copy.deepcopy(byte_tokenizer)
+        rows = [CHAT, chat(("user", "Say something long."), ("assistant", "x" * 50))]
+        path = write_jsonl(tmp_path / "d.jsonl", *rows)
+
+        stats = token_statistics(path, tokenizer, max_seq_length=100)
+
+        rendered = [tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in rows]
+        lengths = sorted(len(self.ids(tokenizer, text)) for text in rendered)
+        assert (stats.min, stats.max) == (lengths[0], lengths[1])
+        assert stats.truncated_rows == 1 and lengths[0] <= 100 < lengths[1]
+
+    def test_refuses_an_invalid_dataset(self, tmp_path: Path, byte_tokenizer: Any) -> None:
+        path = write_jsonl(tmp_path / "d.jsonl", CHAT, chat(("user", "hi")))
+
+        with pytest.raises(DatasetValidationError, match="^line 2: conversation has no assistant"):
+            token_statistics(path, byte_tokenizer, max_seq_length=64)
+
+    def ids(self, tokenizer: Any, text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 class TestCausalLMCollator:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+from ainfinity.train.dataset import CausalLMCollator, PackedRowsCollator, PaddingFreeCollator
 from ainfinity.train.failures import NonFiniteLossError
-from ainfinity.train.metrics import MetricsCallback
+from ainfinity.train.metrics import BatchCounter, MetricsCallback
 from ainfinity.train.protocol import (
+    DATASET_PREFIX,
     DONE_PREFIX,
     METRIC_PREFIX,
     TrainerEvent,
@@ -41,7 +44,8 @@ class TestMetricsCallback:
         callback = MetricsCallback(metrics_file=metrics_file, stream=stream)
         state = trainer_state()
 
-        callback.on_train_begin(training_args, state, TrainerControl())
+        callback.on_train_begin(training_args, trainer_state(step=1), TrainerControl())
+        callback.batch_counter.add(PADDED_BATCH)
         logs = {"loss": 1.5, "learning_rate": 1e-3, "grad_norm": 0.25, "epoch": 0.5}
         callback.on_log(training_args, state, TrainerControl(), logs=logs)
 
@@ -51,6 +55,10 @@ class TestMetricsCallback:
         assert json.loads(metrics_file.read_text()) == event.payload
         record = dict(event.payload)
         assert datetime.fromisoformat(record.pop("time")).utcoffset() is not None
+        step_time = record.pop("step_time_seconds")
+        # Two steps (2 and 3) since training began at step 1.
+        assert record.pop("tokens_per_second") * 2 * step_time == pytest.approx(5)
+        assert record.pop("samples_per_second") * 2 * step_time == pytest.approx(2)
         assert record == {
             "step": 3,
             "total_steps": 10,
@@ -60,11 +68,43 @@ class TestMetricsCallback:
             "grad_norm": 0.25,
         }
 
-    def test_skips_logs_without_a_loss(self, training_args: TrainingArguments) -> None:
+    def test_writes_an_eval_record(self, training_args: TrainingArguments) -> None:
         stream = io.StringIO()
         callback = MetricsCallback(stream=stream)
 
-        callback.on_log(training_args, trainer_state(), TrainerControl(), logs={"train_loss": 1.0})
+        logs = {"eval_loss": 0.75, "eval_runtime": 0.1, "epoch": 0.5}
+        callback.on_log(training_args, trainer_state(), TrainerControl(), logs=logs)
+
+        event = parse_event(stream.getvalue())
+        assert event is not None
+        assert set(event.payload) == {"step", "total_steps", "epoch", "eval_loss", "time"}
+        assert event.payload["eval_loss"] == 0.75
+
+    def test_leaves_evaluation_and_checkpoint_time_out_of_the_step_time(
+        self, training_args: TrainingArguments
+    ) -> None:
+        stream = io.StringIO()
+        callback = MetricsCallback(stream=stream)
+        control = TrainerControl()
+
+        callback.on_train_begin(training_args, trainer_state(step=0), control)
+        callback.on_step_end(training_args, trainer_state(step=1), control)
+        time.sleep(0.2)  # "evaluating" and "saving"
+        callback.on_evaluate(training_args, trainer_state(step=1), control)
+        callback.on_save(training_args, trainer_state(step=1), control)
+        callback.on_step_end(training_args, trainer_state(step=2), control)
+        callback.on_log(training_args, trainer_state(step=2), control, logs={"loss": 1.0})
+
+        event = parse_event(stream.getvalue())
+        assert event is not None
+        assert event.payload["step_time_seconds"] < 0.05
+
+    def test_skips_the_end_of_training_summary(self, training_args: TrainingArguments) -> None:
+        stream = io.StringIO()
+        callback = MetricsCallback(stream=stream)
+
+        logs = {"train_loss": 1.0, "train_runtime": 3.0}
+        callback.on_log(training_args, trainer_state(), TrainerControl(), logs=logs)
 
         assert stream.getvalue() == ""
 
@@ -101,11 +141,68 @@ class TestMetricsCallback:
         assert event is not None and event.payload["grad_norm"] is None
 
 
+# Two rows padded to three tokens: five real tokens.
+PADDED_BATCH = CausalLMCollator(pad_token_id=0)(
+    [
+        {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [5, 6, 7]},
+        {"input_ids": [8, 9], "attention_mask": [1, 1], "labels": [8, 9]},
+    ]
+)
+
+
+class TestBatchCounter:
+    def test_counts_non_padding_tokens_and_rows_of_padded_batches(self) -> None:
+        counter = BatchCounter()
+
+        counter.add(PADDED_BATCH)
+        counter.add(PADDED_BATCH)
+
+        assert counter.take() == (10, 4)
+        assert counter.take() == (0, 0)
+
+    def test_counts_the_examples_inside_a_padding_free_batch(self) -> None:
+        packs = [
+            {
+                "input_ids": [1, 2, 3, 4, 5],
+                "labels": [-100, 2, 3, -100, 5],
+                "position_ids": [0, 1, 2, 0, 1],
+            },
+            {"input_ids": [6, 7], "labels": [-100, 7], "position_ids": [0, 1]},
+        ]
+        counter = BatchCounter()
+
+        counter.add(PaddingFreeCollator()(packs))
+
+        assert counter.take() == (7, 3)
+
+    def test_leaves_the_padding_of_packed_rows_out(self) -> None:
+        packs = [
+            {
+                "input_ids": [1, 2, 3, 4, 5],
+                "labels": [-100, 2, 3, -100, 5],
+                "position_ids": [0, 1, 2, 0, 1],
+            },
+            {"input_ids": [6, 7], "labels": [-100, 7], "position_ids": [0, 1]},
+        ]
+        counter = BatchCounter()
+        batch = PackedRowsCollator(pad_token_id=0)(packs)
+
+        counter.add(batch)
+
+        assert batch["input_ids"].shape == (2, 5)
+        assert counter.take() == (7, 3)
+
+
 class TestParseEvent:
     def test_reads_an_event_behind_a_log_collector_prefix(self) -> None:
         line = "(task, pid=4242) " + format_event(DONE_PREFIX, {"train_loss": 1.25})
 
         assert parse_event(line) == TrainerEvent(DONE_PREFIX, {"train_loss": 1.25})
+
+    def test_reads_a_dataset_event(self) -> None:
+        line = format_event(DATASET_PREFIX, {"rows": 3, "format": "chat"})
+
+        assert parse_event(line) == TrainerEvent(DATASET_PREFIX, {"rows": 3, "format": "chat"})
 
     @pytest.mark.parametrize(
         "line",

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 from ainfinity.api.dependencies import CurrentKey, ServiceDep
 from ainfinity.schema.activity import EventList, MetricList
 from ainfinity.schema.error import ErrorResponse
-from ainfinity.schema.job import Job, JobCreate, JobList, JobStatus
+from ainfinity.schema.job import CheckpointList, Job, JobCreate, JobList, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -99,6 +99,14 @@ def get_events(name: JobName, service: ServiceDep) -> EventList:
 def get_metrics(name: JobName, service: ServiceDep) -> MetricList:
     """Training metrics, one record per logging step, as the run writes them."""
     return MetricList(data=service.list_metrics(name))
+
+
+@router.get("/{name}/checkpoints", responses=NOT_FOUND)
+def get_checkpoints(name: JobName, service: ServiceDep) -> CheckpointList:
+    """Checkpoints in the job's output directory with their step and loss, oldest first.
+
+    A relaunch on the same output directory resumes from the newest `complete` one."""
+    return CheckpointList(data=service.list_checkpoints(name))
 
 
 @router.get(
