@@ -166,6 +166,19 @@ class TestMethodOptions:
         assert client.get("/api/v1/jobs/idle/checkpoints").json() == {"data": []}
         assert client.get("/api/v1/jobs/nope/checkpoints").status_code == 404
 
+    def test_a_half_written_checkpoint_is_listed_as_incomplete(self, client: TestClient) -> None:
+        job = client.post("/api/v1/jobs", json=job_body(name="preempted")).json()
+        # What a preemption in the middle of a save leaves: weights, but no completion marker.
+        half = Path(job["output_dir"]) / "checkpoint-40"
+        half.mkdir(parents=True)
+        (half / "model.safetensors").write_bytes(b"\0" * 16)
+
+        [checkpoint] = client.get("/api/v1/jobs/preempted/checkpoints").json()["data"]
+
+        assert (checkpoint["name"], checkpoint["step"]) == ("checkpoint-40", 40)
+        assert checkpoint["complete"] is False and checkpoint["loss"] is None
+        assert "path" not in checkpoint
+
 
 def metric(step: int, **fields: float) -> Metric:
     return Metric.model_validate({"step": step, "time": "2026-11-23T00:00:00Z", **fields})

@@ -241,14 +241,8 @@ class SkyPilotService:
     def list_checkpoints(self, name: str) -> list[Checkpoint]:
         record = self.store.get(name)
         return [
-            Checkpoint(
-                name=found.name,
-                step=found.step,
-                loss=found.loss,
-                eval_loss=found.eval_loss,
-                complete=found.complete,
-                saved_at=found.saved_at,
-            )
+            # The API shows everything the trainer's listing has but the server-side path.
+            Checkpoint.model_validate(found, from_attributes=True)
             for found in list_checkpoints(Path(record.output_dir))
         ]
 
