@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     local_cancel_grace_seconds: float = Field(10.0, ge=0, le=600)
     reconcile_interval_seconds: float = Field(1.0, gt=0, le=60)
 
+    # SkyPilot executor. Unset: the SDK's own local API server (started on first use).
+    skypilot_api_server: str | None = Field(
+        None, pattern=r"^https?://[^\s]+$", examples=["http://sky.internal:46580"]
+    )
+    # What a cloud node pip-installs to get the trainer; unset: this server's version from PyPI.
+    # A wheel URL or `git+https://...` works too.
+    skypilot_pip_spec: str | None = Field(None, min_length=1, max_length=1024)
+    # How often the managed-jobs queue is read (one batched call for all active jobs).
+    skypilot_poll_seconds: float = Field(10.0, gt=0, le=600)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:

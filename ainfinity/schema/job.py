@@ -115,6 +115,13 @@ class Resources(StrictModel):
     cloud: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,31}$")
     region: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
     use_spot: bool = False
+    max_restarts_on_errors: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="SkyPilot managed jobs: relaunch this many times after a user-code failure "
+        "(preemptions are always recovered).",
+    )
 
 
 MetadataKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -145,6 +152,14 @@ class JobCreate(StrictModel):
         max_length=4096,
         pattern=_NO_CONTROL,
         description="Optional JSONL file of the same format; its loss is reported as eval_loss.",
+    )
+    output_uri: str | None = Field(
+        None,
+        max_length=4096,
+        pattern=r"^(s3|gs|r2|cos|oci|az)://[a-z0-9][a-z0-9._-]*(/[^\s]*)?$",
+        description="SkyPilot executor: a bucket mounted as the output directory, so "
+        "checkpoints survive preemption and a recovered run resumes from them.",
+        examples=["s3://my-bucket/runs/llama-sft-1"],
     )
     method: Literal["full", "lora"] = "full"
     lora: LoraOptions | None = Field(None, description="Only with method `lora`.")
