@@ -15,6 +15,7 @@ from ainfinity.schema.job import JOB_NAME_RE
 from ainfinity.services.task_render import load_template
 from tests.builders import API_KEY, SAMPLE_SFT, job_body, write_jsonl
 from tests.conftest import MakeSettings
+from tests.sky_fake import RecordingSkyPilot
 
 
 def error_code(response: object) -> str:
@@ -77,20 +78,12 @@ class TestCreateJob:
         self, make_settings: MakeSettings
     ) -> None:
         settings = make_settings(executor="skypilot")
-        with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
-            # Not available yet (issue C): the 501 shows the server default was applied.
+        app = create_app(settings, skypilot_sdk=RecordingSkyPilot())
+        with TestClient(app, headers={"X-API-Key": API_KEY}) as client:
             response = client.post("/api/v1/jobs", json=job_body())
-            assert response.status_code == 501
+            assert response.json()["spec"]["executor"] == "skypilot"
             explicit = client.post("/api/v1/jobs", json=job_body(executor="local"))
-            assert explicit.status_code == 202
-
-    def test_skypilot_executor_is_501_until_it_lands(
-        self, client: TestClient, settings: Settings
-    ) -> None:
-        response = client.post("/api/v1/jobs", json=job_body(executor="skypilot"))
-        assert response.status_code == 501
-        assert error_code(response) == "not_implemented"
-        assert_nothing_written(settings)
+            assert explicit.json()["spec"]["executor"] == "local"
 
 
 class TestCreateJobRejectsBadInput:

@@ -25,6 +25,8 @@ from ainfinity.middleware.cors import install_cors
 from ainfinity.middleware.rate_limit import RateLimitMiddleware, build_limiter
 from ainfinity.middleware.request_logging import RequestLoggingMiddleware
 from ainfinity.services.local_executor import LocalExecutor
+from ainfinity.services.sky_sdk import SkyPilotClient, SkyPilotSdk
+from ainfinity.services.skypilot_executor import SkyPilotExecutor
 from ainfinity.services.skypilot_service import SkyPilotService
 from ainfinity.services.task_render import load_template
 from ainfinity.store import JobStore
@@ -32,15 +34,24 @@ from ainfinity.store import JobStore
 logger = logging.getLogger("ainfinity")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the whole app: middleware, routers, error handlers and background reconciler."""
+def create_app(
+    settings: Settings | None = None, *, skypilot_sdk: SkyPilotSdk | None = None
+) -> FastAPI:
+    """Build the whole app: middleware, routers, error handlers and background reconciler.
+
+    `skypilot_sdk` replaces the real SkyPilot client (tests pass a recording fake).
+    """
     settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
     store = JobStore(settings.home)
+    sdk = skypilot_sdk or SkyPilotClient(settings.skypilot_api_server)
     service = SkyPilotService(
         settings=settings,
         store=store,
-        executors={"local": LocalExecutor(settings)},
+        executors={
+            "local": LocalExecutor(settings),
+            "skypilot": SkyPilotExecutor(settings, sdk),
+        },
         template=load_template(),
     )
 

@@ -251,6 +251,7 @@ class Job(PublicModel):
     finished_at: datetime | None = None
     failure_reason: str | None = None
     failure_log: list[str] | None = Field(None, description="The last lines of a failed run.")
+    recovery_count: int = Field(0, description="SkyPilot: times the job was recovered.")
     progress: Progress | None = None
     dataset_stats: DatasetStats | None = None
     validation_dataset_stats: DatasetStats | None = None

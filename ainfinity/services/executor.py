@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ainfinity.schema.job import JobRecord
+from ainfinity.schema.job import JobRecord, JobStatus
 from ainfinity.store import JobPaths
+
+
+class LaunchError(RuntimeError):
+    """The executor could not start the job; the message says why, in plain words."""
 
 
 @dataclass(frozen=True)
 class Observation:
-    """What an executor sees of a launched job right now."""
+    """What an executor sees of a launched job right now.
+
+    `status` is the live status the executor sees (None: it cannot tell yet, no change);
+    `failure_reason` is the executor's own account of a failure (the run's log is consulted
+    first); `state` holds what to merge into the job's stored executor state.
+    """
 
     finished: bool
     returncode: int | None = None
+    status: JobStatus | None = None
+    failure_reason: str | None = None
+    state: dict[str, Any] | None = None
 
 
 class Executor(Protocol):
@@ -38,6 +50,9 @@ class Executor(Protocol):
 
     def cancel(self, record: JobRecord, paths: JobPaths, *, force: bool) -> None:
         """Ask the job to stop (force: make it stop now)."""
+
+    def refresh(self, records: Sequence[JobRecord]) -> None:
+        """Once per pass, before `observe`: fetch what is needed for all these live jobs."""
 
     def reap(self) -> None:
         """Housekeeping on every tick (e.g. collect exited children)."""

@@ -15,12 +15,12 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ainfinity.core.config import Settings
-from ainfinity.schema.job import JobRecord
+from ainfinity.schema.job import JobRecord, JobStatus
 from ainfinity.services.executor import Observation
 from ainfinity.services.run_output import read_exit_status
 from ainfinity.store import JobPaths, write_atomic
@@ -134,7 +134,7 @@ class LocalExecutor:
     def observe(self, record: JobRecord, paths: JobPaths) -> Observation:
         state = record.executor_state
         if self._alive(state):
-            return Observation(finished=False)
+            return Observation(finished=False, status=JobStatus.RUNNING)
         # The runner is gone; take down anything of the job's it left behind.
         self._signal_group(state, signal.SIGKILL)
         exit_status = read_exit_status(paths.exit_status)
@@ -152,6 +152,9 @@ class LocalExecutor:
         if isinstance(pgid, int) and pgid > 1:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signum)
+
+    def refresh(self, records: Sequence[JobRecord]) -> None:
+        pass  # each job's process is looked at directly in `observe`
 
     def reap(self) -> None:
         # poll() collects an exited child (no zombie) and caches its status for observe().

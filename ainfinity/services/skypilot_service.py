@@ -36,7 +36,7 @@ from ainfinity.exceptions import (
 from ainfinity.schema.activity import Event, EventType, Metric
 from ainfinity.schema.job import Checkpoint, JobCreate, JobRecord, JobSpec, JobStatus
 from ainfinity.services.dataset_stats import describe_dataset
-from ainfinity.services.executor import Executor
+from ainfinity.services.executor import Executor, LaunchError, Observation
 from ainfinity.services.failure import classify_failure
 from ainfinity.services.job_inputs import resolve_dataset, resolve_model
 from ainfinity.services.progress import progress_from
@@ -49,6 +49,11 @@ logger = logging.getLogger("ainfinity.service")
 
 SYSTEM_ACTOR = "system"
 _LIVE = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.RECOVERING, JobStatus.CANCELLING)
+_STATUS_MESSAGES = {
+    JobStatus.STARTING: "job is starting",
+    JobStatus.RUNNING: "job is running",
+    JobStatus.RECOVERING: "job is recovering from a preemption or failure",
+}
 
 
 def utcnow() -> datetime:
@@ -294,23 +299,38 @@ class SkyPilotService:
     def _reconcile_locked(self) -> None:
         running: Counter[str] = Counter()
         pending: list[JobRecord] = []
+        live: dict[str, list[JobRecord]] = {}
         launched = False
         for name in self.store.active_names():
             try:
                 record = self.store.get(name)
-                if record.status.is_terminal:
-                    self.store.release_marker(name)
-                elif record.status == JobStatus.PENDING:
-                    pending.append(record)
-                else:
-                    record = self._observe(name)
-                    if not record.status.is_terminal:
-                        running[record.executor] += 1
             except JobNotFound:
                 self.store.release_marker(name)
-            except (ValidationError, OSError, yaml.YAMLError):
+                continue
+            except (ValidationError, OSError):
                 # One unreadable job must not stall all the others; it is retried next tick.
                 logger.exception("cannot reconcile job", extra={"job": name})
+                continue
+            if record.status.is_terminal:
+                self.store.release_marker(name)
+            elif record.status == JobStatus.PENDING:
+                pending.append(record)
+            else:
+                live.setdefault(record.executor, []).append(record)
+        for executor_name, records in live.items():
+            executor = self.executors.get(executor_name)
+            if executor is not None:
+                # One batched look (SkyPilot's queue) for all of the executor's jobs.
+                executor.refresh(records)
+        for record in (r for records in live.values() for r in records):
+            try:
+                observed = self._observe(record.name)
+                if not observed.status.is_terminal:
+                    running[observed.executor] += 1
+            except JobNotFound:
+                self.store.release_marker(record.name)
+            except (ValidationError, OSError, yaml.YAMLError):
+                logger.exception("cannot reconcile job", extra={"job": record.name})
         for record in sorted(pending, key=lambda r: (r.created_at, r.name)):
             executor = self.executors.get(record.executor)
             if executor is None:
@@ -333,7 +353,7 @@ class SkyPilotService:
             task = yaml.safe_load(paths.task.read_text(encoding="utf-8"))
             try:
                 record.executor_state = self.executors[record.executor].launch(record, task, paths)
-            except OSError as exc:
+            except (OSError, LaunchError) as exc:
                 record.failure_reason = f"launch_error: {exc}"
                 return [transition(record, JobStatus.FAILED, message=record.failure_reason)]
             return [transition(record, JobStatus.STARTING, message="job launched")]
@@ -352,10 +372,21 @@ class SkyPilotService:
             paths = self.store.paths(name)
             changed = self._refresh_progress(record)
             observation = executor.observe(record, paths)
+            if observation.state:
+                record.executor_state = {**record.executor_state, **observation.state}
+                record.recovery_count = int(
+                    record.executor_state.get("recovery_count", record.recovery_count)
+                )
+                changed = True
             if observation.finished:
-                return [self._finish(record, observation.returncode)]
-            if record.status == JobStatus.STARTING:
-                return [transition(record, JobStatus.RUNNING, message="job is running")]
+                self._refresh_progress(record)  # the run's last records, written at its end
+                return [self._finish(record, observation)]
+            status = observation.status
+            if status and status != record.status and record.status != JobStatus.CANCELLING:
+                message = _STATUS_MESSAGES.get(status, f"job is {status.value}")
+                if status == JobStatus.RECOVERING:
+                    message += f" (recovery {record.recovery_count})"
+                return [transition(record, status, message=message)]
             if record.status == JobStatus.CANCELLING and self._grace_over(record):
                 if not record.executor_state.get("force_killed"):
                     executor.cancel(record, paths, force=True)
@@ -374,13 +405,17 @@ class SkyPilotService:
         record.updated_at = utcnow()
         return True
 
-    def _finish(self, record: JobRecord, returncode: int | None) -> Event:
+    def _finish(self, record: JobRecord, observation: Observation) -> Event:
         if record.cancel_requested_at is not None:
             return transition(record, JobStatus.CANCELLED, message="job cancelled")
-        if returncode == 0:
+        if observation.returncode == 0:
             return transition(record, JobStatus.SUCCEEDED, message="job succeeded")
         log = self.store.paths(record.name).log
-        record.failure_reason = classify_failure(log, returncode)
+        reason = classify_failure(log, observation.returncode)
+        if observation.failure_reason and reason.startswith("unknown:"):
+            # The trainer said nothing recognisable; the executor knows more (SkyPilot's view).
+            reason = observation.failure_reason
+        record.failure_reason = reason
         record.failure_log = failure_log(log)
         return transition(record, JobStatus.FAILED, message=record.failure_reason)
 

@@ -1,0 +1,75 @@
+"""The SkyPilot SDK calls the SkyPilot executor makes, and nothing else.
+
+This is the seam the tests replace with a recording fake: every call here goes to a SkyPilot
+API server (the local one the SDK starts, or `AINFINITY_SKYPILOT_API_SERVER`). `sky` is
+imported on first use: it takes seconds, and a server that only runs local jobs never pays it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sky.schemas.api.responses import ManagedJobRecord
+
+
+class SkyPilotSdk(Protocol):
+    """What the executor needs of SkyPilot. Methods returning a request id do not wait."""
+
+    def launch(self, task: dict[str, Any], *, name: str) -> str:
+        """Submit a managed job; returns the request id (its result: the managed job id)."""
+
+    def wait_launch(self, request_id: str) -> int:
+        """Block until a launch request is done; return the managed job id."""
+
+    def queue(self, job_ids: Sequence[int]) -> list[ManagedJobRecord]:
+        """The managed-job records of these ids, in one call (blocks for one round trip)."""
+
+    def cancel(self, job_ids: Sequence[int]) -> None:
+        """Ask SkyPilot to cancel these managed jobs (blocks until the request is accepted)."""
+
+    def tail_logs(self, job_id: int, sink: io.TextIOBase, *, follow: bool) -> None:
+        """Write the job's log to `sink` until it ends (follow) or up to now."""
+
+
+class SkyPilotClient:
+    """The real SDK, pointed at `api_server` when one is given."""
+
+    def __init__(self, api_server: str | None = None) -> None:
+        if api_server:
+            # The SDK reads its endpoint from the environment on every call.
+            os.environ["SKYPILOT_API_SERVER_ENDPOINT"] = api_server
+
+    def launch(self, task: dict[str, Any], *, name: str) -> str:
+        import sky
+
+        return str(sky.jobs.launch(sky.Task.from_yaml_config(task), name=name))
+
+    def wait_launch(self, request_id: str) -> int:
+        import sky
+
+        job_ids, _handle = sky.get(request_id)  # type: ignore[arg-type, var-annotated]
+        if not job_ids:
+            raise RuntimeError("SkyPilot accepted the launch but returned no managed job id")
+        return int(job_ids[0])
+
+    def queue(self, job_ids: Sequence[int]) -> list[ManagedJobRecord]:
+        import sky
+
+        result = sky.get(sky.jobs.queue_v2(refresh=False, job_ids=list(job_ids)))
+        # 0.14 answers (records, total, status_counts, total_no_filter); older servers a list.
+        records = result[0] if isinstance(result, tuple) else result
+        return list(records)
+
+    def cancel(self, job_ids: Sequence[int]) -> None:
+        import sky
+
+        sky.get(sky.jobs.cancel(job_ids=list(job_ids)))
+
+    def tail_logs(self, job_id: int, sink: io.TextIOBase, *, follow: bool) -> None:
+        import sky
+
+        sky.jobs.tail_logs(job_id=job_id, follow=follow, output_stream=sink)

@@ -1,0 +1,115 @@
+"""A recording stand-in for SkyPilot's API server, at the executor's SDK boundary.
+
+It answers with SkyPilot's own types (`ManagedJobRecord`, `ManagedJobStatus`) and checks every
+launched task with SkyPilot's own `Task.from_yaml_config` + `validate`, so only the cloud is
+fake. Tests move jobs through SkyPilot's states with `set_status` and feed logs with `log`.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+
+class RecordingSkyPilot:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[int, Any] = {}
+        self.logs: dict[int, str] = {}
+        self.launch_error: Exception | None = None
+        self.launch_gate = threading.Event()
+        self.launch_gate.set()
+        self._names: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._next_id = 1
+
+    # -- the SkyPilotSdk protocol -------------------------------------------------------------
+
+    def launch(self, task: dict[str, Any], *, name: str) -> str:
+        import sky
+
+        sky.Task.from_yaml_config(task).validate()  # SkyPilot's own check of what we render
+        with self._lock:
+            request_id = f"req-{len(self._names) + 1}"
+            self._names[request_id] = name
+            self.tasks[name] = task
+            self.calls.append(("launch", name, request_id))
+        return request_id
+
+    def wait_launch(self, request_id: str) -> int:
+        self.calls.append(("wait_launch", request_id))
+        if not self.launch_gate.wait(timeout=30):
+            raise TimeoutError("the test never opened the launch gate")
+        if self.launch_error is not None:
+            raise self.launch_error
+        with self._lock:
+            job_id = self._next_id
+            self._next_id += 1
+            self.jobs[job_id] = self._record(job_id, self._names[request_id], "PENDING")
+        return job_id
+
+    def queue(self, job_ids: Sequence[int]) -> list[Any]:
+        with self._lock:
+            self.calls.append(("queue", tuple(job_ids)))
+            return [self.jobs[j].model_copy() for j in job_ids if j in self.jobs]
+
+    def cancel(self, job_ids: Sequence[int]) -> None:
+        with self._lock:
+            self.calls.append(("cancel", tuple(job_ids)))
+        for job_id in job_ids:
+            self.set_status(job_id, "CANCELLING")
+
+    def tail_logs(self, job_id: int, sink: io.TextIOBase, *, follow: bool) -> None:
+        self.calls.append(("tail_logs", job_id))
+        sent = 0
+        while True:
+            with self._lock:
+                text = self.logs.get(job_id, "")
+                record = self.jobs.get(job_id)
+                done = record is None or record.status.is_terminal()
+            if len(text) > sent:
+                sink.write(text[sent:])
+                sink.flush()
+                sent = len(text)
+            if done or not follow:
+                return
+            time.sleep(0.02)
+
+    # -- test controls -----------------------------------------------------------------------
+
+    def set_status(self, job_id: int, status: str, **fields: Any) -> None:
+        from sky.jobs.state import ManagedJobStatus
+
+        with self._lock:
+            self.jobs[job_id] = self.jobs[job_id].model_copy(
+                update={"status": ManagedJobStatus(status), **fields}
+            )
+
+    def log(self, job_id: int, text: str) -> None:
+        with self._lock:
+            self.logs[job_id] = self.logs.get(job_id, "") + text
+
+    def job_id(self, name: str) -> int:
+        with self._lock:
+            return next(j for j, r in self.jobs.items() if r.job_name == name)
+
+    def queue_calls(self) -> list[tuple[int, ...]]:
+        return [call[1] for call in self.calls if call[0] == "queue"]
+
+    @staticmethod
+    def _record(job_id: int, name: str, status: str) -> Any:
+        from sky.jobs.state import ManagedJobStatus
+        from sky.schemas.api.responses import ManagedJobRecord
+
+        return ManagedJobRecord(
+            job_id=job_id,
+            job_name=name,
+            task_id=0,
+            status=ManagedJobStatus(status),
+            recovery_count=0,
+            submitted_at=time.time(),
+        )
