@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import shutil
+import tempfile
 from pathlib import Path
+
+# Before anything imports sky: SkyPilot reads these when it is imported. Its state and
+# catalogs go to a copy of tests/fixtures/sky_runtime (a small catalog, so nothing is
+# downloaded), it never starts an API server, and it reports no usage.
+os.environ["SKY_RUNTIME_DIR"] = shutil.copytree(
+    Path(__file__).parent / "fixtures" / "sky_runtime",
+    tempfile.mkdtemp(prefix="ainfinity-sky-runtime-"),
+    dirs_exist_ok=True,
+)
+os.environ["SKYPILOT_DISABLE_LOCAL_API_SERVER"] = "1"
+os.environ["SKYPILOT_DISABLE_USAGE_COLLECTION"] = "1"
+
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,8 +31,6 @@ from tests.builders import API_KEY, OTHER_KEY
 # Jobs started by tests must not reach any hub, and one thread per job keeps two cores usable.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("SKYPILOT_DISABLE_LOCAL_API_SERVER", "1")
-os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")
 
 MakeSettings = Callable[..., Settings]
 

@@ -34,6 +34,7 @@ from ainfinity.exceptions import (
     NotImplementedYet,
 )
 from ainfinity.schema.activity import Event, EventType, Metric
+from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, JobCreate, JobRecord, JobSpec, JobStatus
 from ainfinity.services.dataset_stats import describe_dataset
 from ainfinity.services.executor import Executor, LaunchError, Observation
@@ -41,7 +42,8 @@ from ainfinity.services.failure import classify_failure
 from ainfinity.services.job_inputs import resolve_dataset, resolve_model
 from ainfinity.services.progress import progress_from
 from ainfinity.services.run_output import failure_log, latest_metrics, read_log, read_metrics
-from ainfinity.services.task_render import dump_job_config, dump_task, job_config, render_task
+from ainfinity.services.sky_catalog import estimate_cost, validate_task
+from ainfinity.services.task_render import dump_job_config, dump_task, render_job
 from ainfinity.store import JobPage, JobPaths, JobStore, decode_cursor
 from ainfinity.train.checkpoints import list_checkpoints
 
@@ -112,6 +114,8 @@ class SkyPilotService:
             raise NotImplementedYet(f"The {executor_name} executor is not available yet.")
         if executor_name == "local" and request.resources.num_nodes != 1:
             raise InvalidSpec("The local executor runs one node; num_nodes must be 1.")
+        if executor_name == "local" and request.output_uri is not None:
+            raise InvalidSpec("output_uri needs the skypilot executor; local jobs write locally.")
         name = request.name or generate_name()
         # Early answer for a taken name, before the dataset is read row by row; the store's
         # create() is what guarantees uniqueness against concurrent creators.
@@ -144,7 +148,12 @@ class SkyPilotService:
         )
         hyperparameters = spec.hyperparameters
         paths = self.store.paths(name)
-        task = render_task(self.template, spec, workdir=paths.workdir)
+        rendered = render_job(
+            self.template, spec, paths, pip_spec=self.settings.skypilot_pip_spec
+        )
+        if executor_name == "skypilot":
+            # SkyPilot's own check, now: a task it would refuse is a 422, not a failed launch.
+            validate_task(rendered.task)
         now = utcnow()
         record = JobRecord(
             name=name,
@@ -153,7 +162,7 @@ class SkyPilotService:
             spec=spec,
             created_at=now,
             updated_at=now,
-            output_dir=str(paths.output),
+            output_dir=rendered.output_dir,
             owner=actor,
             dataset_stats=describe_dataset(dataset, model=model, hyperparameters=hyperparameters),
             validation_dataset_stats=(
@@ -169,13 +178,12 @@ class SkyPilotService:
             message=f"job created for the {executor_name} executor",
             actor=actor,
         )
-        config = job_config(spec, output_dir=str(paths.output))
         self.store.create(
             record,
             created,
             files={
-                "task.yaml": dump_task(task).encode(),
-                "workdir/job_config.json": dump_job_config(config),
+                "task.yaml": dump_task(rendered.task).encode(),
+                "workdir/job_config.json": dump_job_config(rendered.job_config),
             },
         )
         logger.info("job created", extra={"job": name, "actor": actor})
@@ -423,3 +431,10 @@ class SkyPilotService:
         requested = record.cancel_requested_at
         grace = self.settings.local_cancel_grace_seconds
         return requested is not None and (utcnow() - requested).total_seconds() >= grace
+
+    def estimate_cost(self, request: JobCreate) -> CostEstimate:
+        """What the job's resources would cost per hour; nothing is stored or launched."""
+        spec = JobSpec.model_validate(
+            {**request.model_dump(), "name": request.name or "estimate", "executor": "skypilot"}
+        )
+        return estimate_cost(spec)

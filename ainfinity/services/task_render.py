@@ -8,15 +8,47 @@ from __future__ import annotations
 
 import copy
 import json
+import posixpath
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ainfinity import __version__
+from ainfinity.exceptions import InvalidDataset, InvalidSpec
 from ainfinity.schema.job import JobSpec, LoraOptions
+from ainfinity.store import JobPaths
 
 TEMPLATE_NAME = "deepspeed.yaml"
+
+# Where a SkyPilot node finds the job's datasets (copied there before `setup:` runs).
+NODE_DATA_DIR = "/ainfinity/data"
+# Where an `output_uri` bucket is mounted on every node; the output dir is a folder inside it.
+NODE_BUCKETS_DIR = "/ainfinity/buckets"
+# Without a bucket the output stays on the head node's disk: relative to the workdir `run:`
+# starts in (SkyPilot's ~/sky_workdir), so no root-owned path is needed.
+NODE_LOCAL_OUTPUT = "output"
+NODE_LOCAL_OUTPUT_SHOWN = "~/sky_workdir/output"
+# MOUNT writes each file through to the bucket when it is closed: a checkpoint whose
+# completion marker is there has all its files there too, so a recovered run can resume.
+OUTPUT_MOUNT_MODE = "MOUNT"
+# SkyPilot's default strategy, named so the stored task says what it does.
+RECOVERY_STRATEGY = "EAGER_NEXT_REGION"
+DATASET_SUFFIXES = (".jsonl", ".json")
+
+
+@dataclass(frozen=True)
+class RenderedJob:
+    """One job ready to store: its SkyPilot task, the trainer's config, and its output dir.
+
+    `output_dir` is what the job record shows: a server path (local executor), the
+    `output_uri` bucket, or the node path when the output stays on the node's disk.
+    """
+
+    task: dict[str, Any]
+    job_config: dict[str, Any]
+    output_dir: str
 
 
 def find_template() -> Path:
@@ -78,6 +110,100 @@ def render_task(template: dict[str, Any], spec: JobSpec, *, workdir: Path) -> di
         envs["AINFINITY_PIP_SPEC"] = f"ainfinity=={__version__}"
     task["envs"] = {key: str(value) for key, value in envs.items()}
     return task
+
+
+def render_job(
+    template: dict[str, Any], spec: JobSpec, paths: JobPaths, *, pip_spec: str | None
+) -> RenderedJob:
+    """The task and job config of one job, for either executor.
+
+    Local: the task as `render_task` makes it, the job's files on this server. SkyPilot:
+    datasets travel through `file_mounts`, the output goes to the `output_uri` bucket (or
+    the node's disk), `job_recovery` carries `max_restarts_on_errors`, and `pip_spec` (when
+    given) is what a node installs. Raises InvalidSpec/InvalidDataset for what cannot be
+    mounted as written.
+    """
+    task = render_task(template, spec, workdir=paths.workdir)
+    if spec.executor == "local":
+        output_dir = str(paths.output)
+        return RenderedJob(task, job_config(spec, output_dir=output_dir), output_dir)
+
+    if pip_spec is not None:
+        task["envs"]["AINFINITY_PIP_SPEC"] = pip_spec
+    task["resources"]["job_recovery"] = {
+        "strategy": RECOVERY_STRATEGY,
+        "max_restarts_on_errors": spec.resources.max_restarts_on_errors,
+    }
+    file_mounts: dict[str, Any] = dict(task.get("file_mounts") or {})
+    dataset = _mount_dataset(file_mounts, spec.dataset, node_name="train")
+    validation = (
+        _mount_dataset(file_mounts, spec.validation_dataset, node_name="validation")
+        if spec.validation_dataset is not None
+        else None
+    )
+    if spec.output_uri is not None:
+        node_output = _mount_output(file_mounts, spec.output_uri)
+        shown_output = spec.output_uri.rstrip("/")
+    else:
+        node_output, shown_output = NODE_LOCAL_OUTPUT, NODE_LOCAL_OUTPUT_SHOWN
+    config = {
+        **job_config(spec, output_dir=node_output),
+        "dataset": dataset,
+        "validation_dataset": validation,
+    }
+    return RenderedJob(_with_file_mounts(task, file_mounts), config, shown_output)
+
+
+def _mount_dataset(file_mounts: dict[str, Any], source: str, *, node_name: str) -> str:
+    """Copy one dataset file onto every node; returns its path there.
+
+    A local path is uploaded by SkyPilot; a bucket URI is copied by the node itself
+    (SkyPilot looks at the object: a file is copied as a file, a prefix as a folder, so the
+    URI must name the JSONL object - the trainer reads one file).
+    """
+    what = "Dataset" if node_name == "train" else "Validation dataset"
+    # SkyPilot expands $VARS in file-mount paths: such a path would not be the one asked for.
+    if "$" in source:
+        raise InvalidDataset(f"{what} {source!r} contains '$', which SkyPilot would expand.")
+    suffix = posixpath.splitext(source.rstrip("/"))[1].lower()
+    if suffix not in DATASET_SUFFIXES:
+        raise InvalidDataset(f"{what} {source!r} must name one JSONL file (.jsonl).")
+    node_path = f"{NODE_DATA_DIR}/{node_name}{suffix}"
+    file_mounts[node_path] = source
+    return node_path
+
+
+def _mount_output(file_mounts: dict[str, Any], output_uri: str) -> str:
+    """Mount the output bucket on every node; returns the output dir there.
+
+    SkyPilot mounts whole buckets only (a MOUNT source with a path inside the bucket is
+    refused when the job launches), so the bucket is mounted and the path is a folder in it.
+    """
+    scheme, _, rest = output_uri.rstrip("/").partition("://")
+    parts = rest.split("/")
+    # cos://<region>/<bucket>/...: the bucket is the second part.
+    root_parts = 2 if scheme == "cos" else 1
+    bucket, inside = parts[:root_parts], parts[root_parts:]
+    if not all(bucket) or any(part in ("", ".", "..") for part in inside):
+        raise InvalidSpec(f"output_uri {output_uri!r} is not a bucket path like s3://bucket/dir.")
+    mount_point = f"{NODE_BUCKETS_DIR}/{bucket[-1]}"
+    file_mounts[mount_point] = {
+        "source": f"{scheme}://{'/'.join(bucket)}",
+        "mode": OUTPUT_MOUNT_MODE,
+    }
+    return "/".join([mount_point, *inside])
+
+
+def _with_file_mounts(task: dict[str, Any], file_mounts: dict[str, Any]) -> dict[str, Any]:
+    """The task with `file_mounts` placed after `workdir`, where a reader looks for inputs."""
+    ordered: dict[str, Any] = {}
+    for key, value in task.items():
+        if key != "file_mounts":
+            ordered[key] = value
+        if key == "workdir":
+            ordered["file_mounts"] = file_mounts
+    ordered.setdefault("file_mounts", file_mounts)
+    return ordered
 
 
 def dump_task(task: dict[str, Any]) -> str:

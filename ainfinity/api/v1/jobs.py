@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from ainfinity.api.dependencies import CurrentKey, ServiceDep
 from ainfinity.schema.activity import EventList, MetricList
 from ainfinity.schema.error import ErrorResponse
+from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import CheckpointList, Job, JobCreate, JobList, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -31,6 +32,19 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 def create_job(body: JobCreate, service: ServiceDep, key: CurrentKey) -> Job:
     """Validate a job, store it with its rendered SkyPilot task, and queue it to run."""
     return service.create_job(body, actor=key.name).public()
+
+
+# Declared before the `/{name}` routes, so that "estimate" is never read as a job's name.
+@router.post(
+    "/estimate",
+    responses={422: {"model": ErrorResponse, "description": "No accelerator, or no offer"}},
+)
+def estimate_cost(body: JobCreate, service: ServiceDep) -> CostEstimate:
+    """Hourly price of the job's resources at SkyPilot's catalog prices; nothing is launched.
+
+    The cheapest offer (cloud, region, instance type) for `resources.accelerators` on
+    `num_nodes` nodes, spot or on-demand, and the next cheapest instance types."""
+    return service.estimate_cost(body)
 
 
 @router.get("")
