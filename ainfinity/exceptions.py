@@ -96,6 +96,12 @@ class RateLimited(AinfinityError):
     msg = "Too many requests; retry later."
 
 
+class CatalogUnavailable(AinfinityError):
+    status_code = 503
+    code = "catalog_unavailable"
+    msg = "SkyPilot's catalog cannot be read right now."
+
+
 class NotImplementedYet(AinfinityError):
     status_code = 501
     code = "not_implemented"

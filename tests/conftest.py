@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -14,6 +15,8 @@ os.environ["SKY_RUNTIME_DIR"] = shutil.copytree(
     Path(__file__).parent / "fixtures" / "sky_runtime",
     tempfile.mkdtemp(prefix="ainfinity-sky-runtime-"),
     dirs_exist_ok=True,
+    # Fresh modification times: SkyPilot re-downloads a catalog file it finds too old.
+    copy_function=shutil.copyfile,
 )
 os.environ["SKYPILOT_DISABLE_LOCAL_API_SERVER"] = "1"
 os.environ["SKYPILOT_DISABLE_USAGE_COLLECTION"] = "1"
@@ -27,6 +30,8 @@ from pydantic import SecretStr
 from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
 from tests.builders import API_KEY, OTHER_KEY
+
+atexit.register(shutil.rmtree, os.environ["SKY_RUNTIME_DIR"], ignore_errors=True)
 
 # Jobs started by tests must not reach any hub, and one thread per job keeps two cores usable.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ainfinity.services.sky_catalog import validate_task
+
 
 class RecordingSkyPilot:
     def __init__(self) -> None:
@@ -30,9 +32,7 @@ class RecordingSkyPilot:
     # -- the SkyPilotSdk protocol -------------------------------------------------------------
 
     def launch(self, task: dict[str, Any], *, name: str) -> str:
-        import sky
-
-        sky.Task.from_yaml_config(task).validate()  # SkyPilot's own check of what we render
+        validate_task(task)  # SkyPilot's own check of what we render, as the server does it
         with self._lock:
             request_id = f"req-{len(self._names) + 1}"
             self._names[request_id] = name

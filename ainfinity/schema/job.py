@@ -156,7 +156,7 @@ class JobCreate(StrictModel):
     output_uri: str | None = Field(
         None,
         max_length=4096,
-        pattern=r"^(s3|gs|r2|cos|oci|az)://[a-z0-9][a-z0-9._-]*(/[^\s]*)?$",
+        pattern=r"^(s3|gs|r2|cos|oci)://[a-z0-9][a-z0-9._-]*(/[^\s]*)?$",
         description="SkyPilot executor: a bucket mounted as the output directory, so "
         "checkpoints survive preemption and a recovered run resumes from them.",
         examples=["s3://my-bucket/runs/llama-sft-1"],

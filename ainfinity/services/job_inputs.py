@@ -11,7 +11,7 @@ from ainfinity.train.dataset import DatasetReport, validate_dataset
 
 # Built by `ainfinity.train.tiny_model` on the node; named here so the API needs no torch.
 BUILTIN_MODELS = frozenset({"tiny-random-llama"})
-BUCKET_URI = re.compile(r"^(s3|gs|r2|cos|oci|az)://[a-z0-9][a-z0-9._-]*(/[^\s]*)?$")
+BUCKET_URI = re.compile(r"^(s3|gs|r2|cos|oci)://[a-z0-9][a-z0-9._-]*(/[^\s]*)?$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 DATASET_SUFFIXES = (".jsonl", ".json")
 

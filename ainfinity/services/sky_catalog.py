@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ainfinity.exceptions import InvalidSpec
+from ainfinity.exceptions import CatalogUnavailable, InvalidSpec
 from ainfinity.schema.estimate import CostEstimate, Offer
 from ainfinity.schema.job import JobSpec
 
@@ -86,15 +86,21 @@ def estimate_cost(
     from sky import catalog
 
     def offered(quantity: int | None) -> list[Any]:
-        found = catalog.list_accelerators(
-            gpus_only=False,
-            name_filter=_exactly(name),
-            region_filter=_exactly(requested.region) if requested.region else None,
-            quantity_filter=quantity,
-            clouds=searched,
-            case_sensitive=False,
-            all_regions=True,
-        )
+        try:
+            found = catalog.list_accelerators(
+                gpus_only=False,
+                name_filter=_exactly(name),
+                region_filter=_exactly(requested.region) if requested.region else None,
+                quantity_filter=quantity,
+                clouds=searched,
+                case_sensitive=False,
+                all_regions=True,
+            )
+        except OSError as exc:
+            # The catalog is fetched (and refreshed) from SkyPilot's catalog repository.
+            raise CatalogUnavailable(
+                f"SkyPilot's price catalog cannot be read: {_plain(exc)}"
+            ) from None
         return [info for infos in found.values() for info in infos]
 
     offers = []

@@ -148,9 +148,7 @@ class SkyPilotService:
         )
         hyperparameters = spec.hyperparameters
         paths = self.store.paths(name)
-        rendered = render_job(
-            self.template, spec, paths, pip_spec=self.settings.skypilot_pip_spec
-        )
+        rendered = render_job(self.template, spec, paths, pip_spec=self.settings.skypilot_pip_spec)
         if executor_name == "skypilot":
             # SkyPilot's own check, now: a task it would refuse is a 422, not a failed launch.
             validate_task(rendered.task)

@@ -37,7 +37,10 @@ def create_job(body: JobCreate, service: ServiceDep, key: CurrentKey) -> Job:
 # Declared before the `/{name}` routes, so that "estimate" is never read as a job's name.
 @router.post(
     "/estimate",
-    responses={422: {"model": ErrorResponse, "description": "No accelerator, or no offer"}},
+    responses={
+        422: {"model": ErrorResponse, "description": "No accelerator, or no offer"},
+        503: {"model": ErrorResponse, "description": "SkyPilot's catalog cannot be read"},
+    },
 )
 def estimate_cost(body: JobCreate, service: ServiceDep) -> CostEstimate:
     """Hourly price of the job's resources at SkyPilot's catalog prices; nothing is launched.
