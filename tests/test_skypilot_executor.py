@@ -271,3 +271,25 @@ def test_the_real_sdk_without_an_api_server_fails_the_job_cleanly(
     assert job["status"] == "FAILED"
     assert "SkyPilot API server" in job["failure_reason"], job["failure_reason"]
     assert "Traceback" not in job["failure_reason"]
+
+
+def test_a_configured_api_server_that_is_down_fails_the_job_naming_it(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    # Registered so the variable the client sets is restored after this test.
+    monkeypatch.setenv("SKYPILOT_API_SERVER_ENDPOINT", "unset-by-test")
+    settings = make_settings(executor="skypilot", skypilot_api_server=endpoint)
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        client.post("/api/v1/jobs", json=job_body(name="down"))
+        job = wait_for(client, "down", TERMINAL, timeout=60)
+
+    assert job["status"] == "FAILED"
+    assert job["failure_reason"].startswith(
+        "launch_error: the SkyPilot API server cannot be reached"
+    )
+    assert endpoint in job["failure_reason"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,8 +41,12 @@ class SkyPilotClient:
 
     def __init__(self, api_server: str | None = None) -> None:
         if api_server:
-            # The SDK reads its endpoint from the environment on every call.
             os.environ["SKYPILOT_API_SERVER_ENDPOINT"] = api_server
+        # The SDK caches its endpoint on first use; a client built after that (a second app
+        # in one process) must not talk to the previous one's server.
+        common = sys.modules.get("sky.server.common")
+        if common is not None:
+            common.get_server_url.cache_clear()
 
     def launch(self, task: dict[str, Any], *, name: str) -> str:
         import sky
