@@ -66,6 +66,12 @@ class JobActive(AinfinityError):
     msg = "The job is still active; cancel it first."
 
 
+class BodyTooLarge(AinfinityError):
+    status_code = 413
+    code = "body_too_large"
+    msg = "The request body is too large."
+
+
 class InvalidSpec(AinfinityError):
     status_code = 422
     code = "invalid_spec"

@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
-from tests.builders import API_KEY, OTHER_KEY
+from tests.builders import API_KEY, OTHER_KEY, ROOT
 
 atexit.register(shutil.rmtree, os.environ["SKY_RUNTIME_DIR"], ignore_errors=True)
 
@@ -45,6 +45,8 @@ def make_settings(tmp_path: Path) -> MakeSettings:
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
             "home": tmp_path / "home",
+            # Tests write their datasets under tmp_path; the samples come with the repo.
+            "data_dirs": [tmp_path, ROOT / "samples"],
             "api_keys": SecretStr(f"tester:{API_KEY},other:{OTHER_KEY}"),
             "rate_limit": "100000/minute",
             "reconcile_interval_seconds": 0.2,

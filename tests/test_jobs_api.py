@@ -127,8 +127,12 @@ class TestCreateJobRejectsBadInput:
         assert response.status_code == 422
         assert error_code(response) == "validation_error"
 
-    def test_missing_dataset_is_422(self, client: TestClient, settings: Settings) -> None:
-        response = client.post("/api/v1/jobs", json=job_body(dataset="/nonexistent/x.jsonl"))
+    def test_missing_dataset_is_422(
+        self, client: TestClient, settings: Settings, tmp_path: Path
+    ) -> None:
+        # Inside the data dirs (tmp_path); outside them it would be 403 whether it exists or not.
+        missing = tmp_path / "nonexistent" / "x.jsonl"
+        response = client.post("/api/v1/jobs", json=job_body(dataset=str(missing)))
         assert response.status_code == 422
         assert error_code(response) == "invalid_dataset"
         assert_nothing_written(settings)

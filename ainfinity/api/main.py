@@ -21,6 +21,7 @@ from ainfinity.core.config import ApiKey, Settings, get_settings
 from ainfinity.core.logging import configure_logging
 from ainfinity.exceptions import register_exception_handlers
 from ainfinity.middleware.auth import KeyRing, load_or_create_key_file
+from ainfinity.middleware.body_limit import BodySizeLimitMiddleware
 from ainfinity.middleware.cors import install_cors
 from ainfinity.middleware.rate_limit import RateLimitMiddleware, build_limiter
 from ainfinity.middleware.request_logging import RequestLoggingMiddleware
@@ -98,6 +99,7 @@ def create_app(
     limiter = build_limiter(settings)
     app.state.limiter = limiter
     app.add_middleware(RateLimitMiddleware, limiter=limiter, rate=settings.rate_limit)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_cors(app, settings)
     app.add_middleware(RequestLoggingMiddleware)
     app.include_router(api_router)

@@ -55,6 +55,10 @@ def parse_api_keys(raw: str) -> list[ApiKey]:
     return keys
 
 
+# The sample datasets of a source checkout (absent from an installed wheel).
+SOURCE_SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
 class Settings(BaseSettings):
     """Every knob of the server. `.env.example` lists each one with its default."""
 
@@ -69,9 +73,15 @@ class Settings(BaseSettings):
     api_keys: SecretStr = SecretStr("")
     rate_limit: str = "120/minute"
     rate_limit_storage: str = "memory://"
+    # Job bodies are a few kB; the limit stops a client from making the server buffer megabytes.
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824)
     cors_origins: Annotated[list[str], NoDecode] = []
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
+
+    # Directories datasets may be read from (comma-separated); empty: the home's `data/` and,
+    # in a source checkout, its `samples/`. Paths are resolved, so links cannot lead out.
+    data_dirs: Annotated[list[Path], NoDecode] = []
 
     executor: ExecutorName = "local"
     local_max_jobs: int = Field(1, ge=0, le=64)
@@ -96,6 +106,13 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
+    @field_validator("data_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("api_keys")
     @classmethod
     def _check_keys(cls, value: SecretStr) -> SecretStr:
@@ -106,6 +123,11 @@ class Settings(BaseSettings):
     def _absolute_home(self) -> Settings:
         # Jobs run with their own working directory, so every path handed to them is absolute.
         self.home = self.home.expanduser().resolve()
+        if not self.data_dirs:
+            self.data_dirs = [self.home / "data"]
+            if SOURCE_SAMPLES.is_dir():
+                self.data_dirs.append(SOURCE_SAMPLES)
+        self.data_dirs = [path.expanduser().resolve() for path in self.data_dirs]
         return self
 
     def parsed_api_keys(self) -> list[ApiKey]:

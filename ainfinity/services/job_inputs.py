@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ainfinity.exceptions import InvalidDataset, InvalidModel
+from ainfinity.exceptions import InvalidDataset, InvalidModel, PathNotAllowed
 from ainfinity.train.dataset import DatasetReport, validate_dataset
 
 # Built by `ainfinity.train.tiny_model` on the node; named here so the API needs no torch.
@@ -41,8 +42,18 @@ class ResolvedDataset:
     report: DatasetReport | None
 
 
-def resolve_dataset(dataset: str, *, executor: str, field: str = "dataset") -> ResolvedDataset:
-    """A bucket URI (SkyPilot only) or a readable, valid JSONL file, as an absolute path."""
+def resolve_dataset(
+    dataset: str,
+    *,
+    executor: str,
+    allowed_dirs: Sequence[Path],
+    field: str = "dataset",
+) -> ResolvedDataset:
+    """A bucket URI (SkyPilot only) or a readable, valid JSONL file, as an absolute path.
+
+    A path must lie inside one of `allowed_dirs` once resolved (links followed); that is
+    checked before anything else, so the answer says nothing about files elsewhere.
+    """
     what = "Dataset" if field == "dataset" else "Validation dataset"
     if "://" in dataset:
         if not BUCKET_URI.match(dataset):
@@ -51,6 +62,15 @@ def resolve_dataset(dataset: str, *, executor: str, field: str = "dataset") -> R
             raise InvalidDataset("Bucket URIs need the skypilot executor; give a local path.")
         return ResolvedDataset(dataset, None)
     path = Path(dataset).expanduser()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a link loop
+        raise PathNotAllowed(f"{what} {dataset!r} cannot be resolved.") from None
+    if not any(resolved.is_relative_to(allowed) for allowed in allowed_dirs):
+        raise PathNotAllowed(
+            f"{what} {dataset!r} is outside the directories this server reads data from "
+            "(AINFINITY_DATA_DIRS)."
+        )
     if not path.is_file():
         raise InvalidDataset(f"{what} {dataset!r} does not exist on the server or is not a file.")
     if path.suffix.lower() not in DATASET_SUFFIXES:

@@ -122,10 +122,14 @@ class SkyPilotService:
         if self.store.exists(name):
             raise JobExists(f"A job named {name!r} already exists.")
         model = resolve_model(request.model)
-        dataset = resolve_dataset(request.dataset, executor=executor_name)
+        allowed = self.settings.data_dirs
+        dataset = resolve_dataset(request.dataset, executor=executor_name, allowed_dirs=allowed)
         validation = (
             resolve_dataset(
-                request.validation_dataset, executor=executor_name, field="validation_dataset"
+                request.validation_dataset,
+                executor=executor_name,
+                allowed_dirs=allowed,
+                field="validation_dataset",
             )
             if request.validation_dataset is not None
             else None
