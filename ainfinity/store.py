@@ -198,7 +198,12 @@ class JobStore:
         return JobRecord.model_validate_json(data)
 
     def list_jobs(
-        self, *, limit: int, cursor: str | None = None, status: JobStatus | None = None
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: JobStatus | None = None,
+        owner: str | None = None,
     ) -> JobPage:
         """Jobs newest first, `limit` at a time, after `cursor` (from a previous page)."""
         after = decode_cursor(cursor) if cursor else None
@@ -212,6 +217,8 @@ class JobStore:
                 except (FileNotFoundError, NotADirectoryError, ValidationError):
                     continue  # deleted meanwhile, or not a job directory
                 if status is not None and record.status != status:
+                    continue
+                if owner is not None and record.owner != owner:
                     continue
                 if after is not None and (record.created_at.isoformat(), record.name) >= after:
                     continue

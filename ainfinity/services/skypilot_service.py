@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ainfinity.core.config import Settings
+from ainfinity.core.config import ApiKey, Settings
 from ainfinity.exceptions import (
     InvalidCursor,
     InvalidDataset,
@@ -56,6 +56,11 @@ _STATUS_MESSAGES = {
     JobStatus.RUNNING: "job is running",
     JobStatus.RECOVERING: "job is recovering from a preemption or failure",
 }
+
+
+def _may_see(caller: ApiKey, record: JobRecord) -> bool:
+    """Admins see every job; a user sees the jobs created with its own key."""
+    return caller.role == "admin" or record.owner == caller.name
 
 
 def utcnow() -> datetime:
@@ -192,15 +197,25 @@ class SkyPilotService:
         self.on_change()
         return record
 
-    def get_job(self, name: str) -> JobRecord:
-        return self.store.get(name)
+    def get_job(self, name: str, *, caller: ApiKey) -> JobRecord:
+        record = self.store.get(name)
+        if not _may_see(caller, record):
+            # Another user's job does not exist for this caller: 404, never 403.
+            raise JobNotFound(f"No job named {name!r}.")
+        return record
 
-    def list_jobs(self, *, limit: int, cursor: str | None, status: JobStatus | None) -> JobPage:
+    def list_jobs(
+        self, *, limit: int, cursor: str | None, status: JobStatus | None, caller: ApiKey
+    ) -> JobPage:
         if cursor is not None and decode_cursor(cursor) is None:
             raise InvalidCursor()
-        return self.store.list_jobs(limit=limit, cursor=cursor, status=status)
+        owner = None if caller.role == "admin" else caller.name
+        return self.store.list_jobs(limit=limit, cursor=cursor, status=status, owner=owner)
 
-    def cancel_job(self, name: str, *, actor: str) -> JobRecord:
+    def cancel_job(self, name: str, *, caller: ApiKey) -> JobRecord:
+        self.get_job(name, caller=caller)
+        actor = caller.name
+
         def change(record: JobRecord) -> list[Event] | None:
             if record.status.is_terminal:
                 raise JobFinished(f"Job {name!r} already ended {record.status.value}.")
@@ -236,38 +251,42 @@ class SkyPilotService:
         self.on_change()
         return record
 
-    def delete_job(self, name: str, *, actor: str) -> None:
+    def delete_job(self, name: str, *, caller: ApiKey) -> None:
+        actor = caller.name
+
         def allowed(record: JobRecord) -> None:
+            if not _may_see(caller, record):
+                raise JobNotFound(f"No job named {name!r}.")
             if not record.status.is_terminal:
                 raise JobActive(f"Job {name!r} is {record.status.value}; cancel it first.")
 
         self.store.delete(name, allowed=allowed)
         logger.info("job deleted", extra={"job": name, "actor": actor})
 
-    def read_logs(self, name: str, *, tail: int | None) -> str:
-        return read_log(self._existing(name).log, tail)
+    def read_logs(self, name: str, *, tail: int | None, caller: ApiKey) -> str:
+        return read_log(self._visible(name, caller).log, tail)
 
-    def list_events(self, name: str) -> list[Event]:
+    def list_events(self, name: str, *, caller: ApiKey) -> list[Event]:
+        self._visible(name, caller)
         return self.store.read_events(name)
 
-    def list_metrics(self, name: str) -> list[Metric]:
-        return read_metrics(self._existing(name).metrics)
+    def list_metrics(self, name: str, *, caller: ApiKey) -> list[Metric]:
+        return read_metrics(self._visible(name, caller).metrics)
 
-    def list_checkpoints(self, name: str) -> list[Checkpoint]:
-        record = self.store.get(name)
+    def list_checkpoints(self, name: str, *, caller: ApiKey) -> list[Checkpoint]:
+        record = self.get_job(name, caller=caller)
         return [
             # The API shows everything the trainer's listing has but the server-side path.
             Checkpoint.model_validate(found, from_attributes=True)
             for found in list_checkpoints(Path(record.output_dir))
         ]
 
-    def task_yaml(self, name: str) -> str:
-        return self._existing(name).task.read_text(encoding="utf-8")
+    def task_yaml(self, name: str, *, caller: ApiKey) -> str:
+        return self._visible(name, caller).task.read_text(encoding="utf-8")
 
-    def _existing(self, name: str) -> JobPaths:
-        """The paths of a job that exists (404 otherwise)."""
-        if not self.store.exists(name):
-            raise JobNotFound(f"No job named {name!r}.")
+    def _visible(self, name: str, caller: ApiKey) -> JobPaths:
+        """The paths of a job the caller may see (404 otherwise)."""
+        self.get_job(name, caller=caller)
         return self.store.paths(name)
 
     # -- reconciliation --------------------------------------------------------------------

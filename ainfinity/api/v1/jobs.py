@@ -53,12 +53,14 @@ def estimate_cost(body: JobCreate, service: ServiceDep) -> CostEstimate:
 @router.get("")
 def list_jobs(
     service: ServiceDep,
+    key: CurrentKey,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(max_length=256, description="`next_cursor`")] = None,
     status: JobStatus | None = None,
 ) -> JobList:
-    """Jobs newest first; pass `next_cursor` as `after` for the next page."""
-    page = service.list_jobs(limit=limit, cursor=after, status=status)
+    """Jobs newest first (a `user` key sees its own; `admin` sees all); pass `next_cursor`
+    as `after` for the next page."""
+    page = service.list_jobs(limit=limit, cursor=after, status=status, caller=key)
     return JobList(
         data=[record.public() for record in page.jobs],
         has_more=page.next_cursor is not None,
@@ -67,8 +69,8 @@ def list_jobs(
 
 
 @router.get("/{name}", responses=NOT_FOUND)
-def get_job(name: JobName, service: ServiceDep) -> Job:
-    return service.get_job(name).public()
+def get_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Job:
+    return service.get_job(name, caller=key).public()
 
 
 @router.post(
@@ -78,7 +80,7 @@ def get_job(name: JobName, service: ServiceDep) -> Job:
 )
 def cancel_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Job:
     """Stop a job: queued ones end at once, running ones go through CANCELLING."""
-    return service.cancel_job(name, actor=key.name).public()
+    return service.cancel_job(name, caller=key).public()
 
 
 @router.delete(
@@ -88,7 +90,7 @@ def cancel_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Job:
 )
 def delete_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Response:
     """Remove a finished job's record and files."""
-    service.delete_job(name, actor=key.name)
+    service.delete_job(name, caller=key)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -100,30 +102,31 @@ def delete_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Response:
 def get_logs(
     name: JobName,
     service: ServiceDep,
+    key: CurrentKey,
     tail: Annotated[int | None, Query(ge=0, le=1_000_000, description="Last N lines")] = None,
 ) -> PlainTextResponse:
     """The job's combined stdout and stderr."""
-    return PlainTextResponse(service.read_logs(name, tail=tail))
+    return PlainTextResponse(service.read_logs(name, tail=tail, caller=key))
 
 
 @router.get("/{name}/events", responses=NOT_FOUND)
-def get_events(name: JobName, service: ServiceDep) -> EventList:
+def get_events(name: JobName, service: ServiceDep, key: CurrentKey) -> EventList:
     """Every state change and user action, oldest first."""
-    return EventList(data=service.list_events(name))
+    return EventList(data=service.list_events(name, caller=key))
 
 
 @router.get("/{name}/metrics", responses=NOT_FOUND)
-def get_metrics(name: JobName, service: ServiceDep) -> MetricList:
+def get_metrics(name: JobName, service: ServiceDep, key: CurrentKey) -> MetricList:
     """Training metrics, one record per logging step, as the run writes them."""
-    return MetricList(data=service.list_metrics(name))
+    return MetricList(data=service.list_metrics(name, caller=key))
 
 
 @router.get("/{name}/checkpoints", responses=NOT_FOUND)
-def get_checkpoints(name: JobName, service: ServiceDep) -> CheckpointList:
+def get_checkpoints(name: JobName, service: ServiceDep, key: CurrentKey) -> CheckpointList:
     """Checkpoints in the job's output directory with their step and loss, oldest first.
 
     A relaunch on the same output directory resumes from the newest `complete` one."""
-    return CheckpointList(data=service.list_checkpoints(name))
+    return CheckpointList(data=service.list_checkpoints(name, caller=key))
 
 
 @router.get(
@@ -134,6 +137,6 @@ def get_checkpoints(name: JobName, service: ServiceDep) -> CheckpointList:
         200: {"content": {"application/yaml": {"schema": {"type": "string"}}}},
     },
 )
-def get_task(name: JobName, service: ServiceDep) -> Response:
+def get_task(name: JobName, service: ServiceDep, key: CurrentKey) -> Response:
     """The rendered SkyPilot task; `sky jobs launch task.yaml` runs it by hand."""
-    return Response(service.task_yaml(name), media_type="application/yaml")
+    return Response(service.task_yaml(name, caller=key), media_type="application/yaml")
