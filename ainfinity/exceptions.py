@@ -54,6 +54,12 @@ class JobExists(AinfinityError):
     msg = "A job with that name already exists."
 
 
+class IdempotencyConflict(AinfinityError):
+    status_code = 409
+    code = "idempotency_conflict"
+    msg = "This Idempotency-Key was already used with a different request."
+
+
 class JobFinished(AinfinityError):
     status_code = 409
     code = "job_finished"

@@ -100,3 +100,24 @@ def test_one_name_many_workers_one_job_one_launch(server: str) -> None:
         # Two reconcilers, one launch: each state is entered exactly once.
         assert [e["status"] for e in events] == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]
         assert client.get("/api/v1/jobs/contested/logs").text.count("ainfinity-done ") == 1
+
+
+def test_one_idempotency_key_across_workers_makes_one_job(server: str) -> None:
+    body = job_body()  # no name: every acting request would make a job of its own
+
+    def post(_: int) -> tuple[int, str]:
+        response = httpx.post(
+            f"{server}/api/v1/jobs",
+            json=body,
+            headers={"X-API-Key": API_KEY, "Idempotency-Key": "pipeline-42"},
+            timeout=60,
+        )
+        return response.status_code, response.json()["name"]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = Counter(pool.map(post, range(32)))
+
+    [(status, name)] = answers
+    assert status == 202
+    listed = httpx.get(f"{server}/api/v1/jobs", headers={"X-API-Key": API_KEY}, timeout=30)
+    assert [job["name"] for job in listed.json()["data"]] == [name]

@@ -33,9 +33,10 @@ from ainfinity.exceptions import (
     JobNotFound,
     NotImplementedYet,
 )
+from ainfinity.idempotency import IdempotencyKeys, fingerprint
 from ainfinity.schema.activity import Event, EventType, Metric
 from ainfinity.schema.estimate import CostEstimate
-from ainfinity.schema.job import Checkpoint, JobCreate, JobRecord, JobSpec, JobStatus
+from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobRecord, JobSpec, JobStatus
 from ainfinity.services.dataset_stats import describe_dataset
 from ainfinity.services.executor import Executor, LaunchError, Observation
 from ainfinity.services.failure import classify_failure
@@ -104,6 +105,7 @@ class SkyPilotService:
         self.template = template
         # Set by the app to wake its reconciler loop early (after a create or cancel).
         self.on_change: Callable[[], None] = lambda: None
+        self.idempotency = IdempotencyKeys(store.home)
         self._reconcile_mutex = threading.Lock()
         for executor in executors.values():
             executor.notify = self._notify
@@ -196,6 +198,36 @@ class SkyPilotService:
         logger.info("job created", extra={"job": name, "actor": actor})
         self.on_change()
         return record
+
+    def create_job_once(
+        self, request: JobCreate, *, caller: ApiKey, idempotency_key: str | None
+    ) -> Job:
+        """`create_job`, answered from memory when the caller retries with the same key."""
+        if idempotency_key is None:
+            return self.create_job(request, actor=caller.name).public()
+        answer = self.idempotency.run(
+            caller=caller.name,
+            key=idempotency_key,
+            operation="create",
+            body_fingerprint=fingerprint(request.model_dump(mode="json")),
+            act=lambda: (
+                self.create_job(request, actor=caller.name).public().model_dump(mode="json")
+            ),
+        )
+        return Job.model_validate(answer)
+
+    def cancel_job_once(self, name: str, *, caller: ApiKey, idempotency_key: str | None) -> Job:
+        """`cancel_job`, answered from memory when the caller retries with the same key."""
+        if idempotency_key is None:
+            return self.cancel_job(name, caller=caller).public()
+        answer = self.idempotency.run(
+            caller=caller.name,
+            key=idempotency_key,
+            operation=f"cancel {name}",
+            body_fingerprint="",
+            act=lambda: self.cancel_job(name, caller=caller).public().model_dump(mode="json"),
+        )
+        return Job.model_validate(answer)
 
     def get_job(self, name: str, *, caller: ApiKey) -> JobRecord:
         record = self.store.get(name)

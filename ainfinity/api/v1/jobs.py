@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
 from ainfinity.api.dependencies import CurrentKey, ServiceDep
@@ -16,6 +16,17 @@ from ainfinity.schema.job import CheckpointList, Job, JobCreate, JobList, JobSta
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JobName = Annotated[str, Path(min_length=1, max_length=64, description="The job's name.")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Retrying with the same key and body within 24 h returns the first answer; "
+        "the same key with another body is 409 `idempotency_conflict`.",
+    ),
+]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such job"}
 }
@@ -25,13 +36,15 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     "",
     status_code=status.HTTP_202_ACCEPTED,
     responses={
-        409: {"model": ErrorResponse, "description": "Name taken"},
+        409: {"model": ErrorResponse, "description": "Name taken, or Idempotency-Key reused"},
         501: {"model": ErrorResponse, "description": "Executor not available"},
     },
 )
-def create_job(body: JobCreate, service: ServiceDep, key: CurrentKey) -> Job:
+def create_job(
+    body: JobCreate, service: ServiceDep, key: CurrentKey, idempotency_key: IdempotencyKey = None
+) -> Job:
     """Validate a job, store it with its rendered SkyPilot task, and queue it to run."""
-    return service.create_job(body, actor=key.name).public()
+    return service.create_job_once(body, caller=key, idempotency_key=idempotency_key)
 
 
 # Declared before the `/{name}` routes, so that "estimate" is never read as a job's name.
@@ -78,9 +91,11 @@ def get_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Job:
     status_code=status.HTTP_202_ACCEPTED,
     responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "Already finished"}},
 )
-def cancel_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Job:
+def cancel_job(
+    name: JobName, service: ServiceDep, key: CurrentKey, idempotency_key: IdempotencyKey = None
+) -> Job:
     """Stop a job: queued ones end at once, running ones go through CANCELLING."""
-    return service.cancel_job(name, caller=key).public()
+    return service.cancel_job_once(name, caller=key, idempotency_key=idempotency_key)
 
 
 @router.delete(
