@@ -99,16 +99,9 @@ class Settings(BaseSettings):
     # How often the managed-jobs queue is read (one batched call for all active jobs).
     skypilot_poll_seconds: float = Field(10.0, gt=0, le=600)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "data_dirs", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
-        return value
-
-    @field_validator("data_dirs", mode="before")
-    @classmethod
-    def _split_dirs(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
