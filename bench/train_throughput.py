@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import random
 import socket
-import string
 import subprocess
 import sys
 import tempfile
@@ -34,44 +31,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from train_workload import PRESETS, build_model, recipe_lengths, write_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 H100_SXM_BF16_TFLOPS = 989.0
 
-
-@dataclass(frozen=True)
-class Preset:
-    shape: dict[str, Any]  # LlamaConfig arguments
-    seq: int
-    rows: int
-
-
-PRESETS = {
-    # Llama-3.2-1B's shape with a 32k vocabulary, untied: 1.04e9 parameters in matmuls.
-    "gpu": Preset(
-        shape={
-            "hidden_size": 2048,
-            "intermediate_size": 8192,
-            "num_hidden_layers": 16,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 8,
-            "vocab_size": 32000,
-        },
-        seq=2048,
-        rows=1024,
-    ),
-    "cpu": Preset(
-        shape={
-            "hidden_size": 256,
-            "intermediate_size": 768,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 8,
-            "num_key_value_heads": 4,
-            "vocab_size": 260,
-        },
-        seq=256,
-        rows=192,
-    ),
-}
 
 # `python -m ainfinity.train.finetune`, then peak GPU memory taken the way the baseline takes it.
 RECIPE = (
@@ -99,58 +63,6 @@ class Result:
     mfu: float | None  # None on CPU unless --peak-tflops is given
     # The trainer's own tokens_per_second over the same steps, where its records carry one.
     reported_tokens_per_second: float | None = None
-
-
-def build_model(directory: Path, shape: dict[str, Any], seq: int, seed: int) -> dict[str, int]:
-    """Save a random-init Llama and the byte tokenizer; return the sizes FLOPs are counted from."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ainfinity.train.tiny_model import build_byte_tokenizer
-
-    tokenizer = build_byte_tokenizer()  # 260 ids; a larger vocab_size only widens the matmuls
-    config = LlamaConfig(
-        **shape,
-        max_position_embeddings=max(2048, seq),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    # The input embedding is a lookup, not a matmul; the untied LM head is a matmul.
-    embedding = model.model.embed_tokens.weight.numel()
-    return {
-        "parameters": model.num_parameters(),
-        "matmul_parameters": model.num_parameters() - embedding,
-        "layers": config.num_hidden_layers,
-        "attention_width": config.num_attention_heads * model.model.layers[0].self_attn.head_dim,
-    }
-
-
-def write_rows(path: Path, rows: int, seq: int, seed: int) -> None:
-    """Text rows of lowercase words (one byte token per character), lengths lognormal."""
-    rng = random.Random(seed)
-    with path.open("w", encoding="utf-8") as sink:
-        for _ in range(rows):
-            length = min(seq, max(8, round(rng.lognormvariate(math.log(seq / 4), 0.9))))
-            words: list[str] = []
-            while sum(map(len, words)) + len(words) < length:
-                words.append("".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))))
-            sink.write(json.dumps({"text": " ".join(words)[:length]}) + "\n")
-
-
-def recipe_lengths(model_dir: Path, data: Path, seq: int) -> list[int]:
-    """Each row's token count as the recipe trains it, tokenized and cut by the trainer's code."""
-    from transformers import AutoTokenizer
-
-    from ainfinity.train.dataset import load_examples
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return [len(e["input_ids"]) for e in load_examples(data, tokenizer, max_seq_length=seq)]
 
 
 def baseline_command(args: argparse.Namespace, work: Path, seq: int) -> list[str]:

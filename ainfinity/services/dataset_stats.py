@@ -68,6 +68,7 @@ def describe_dataset(
                 tokenizer,
                 max_seq_length=hyperparameters.max_seq_length,
                 completion_only_loss=hyperparameters.completion_only_loss,
+                report=report,
             )
         except DatasetValidationError as exc:
             raise InvalidDataset(

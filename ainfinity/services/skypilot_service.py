@@ -2,25 +2,17 @@
 
 It knows nothing of HTTP. Requests (create, cancel, delete) are decided here under the
 job's lock; the reconciler - run on a timer and after every request - launches queued
-jobs and moves running ones along with what their executor observes.
+jobs and moves running ones along with what their executor observes
+(`ainfinity.services.reconciler`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import secrets
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-import yaml
-from pydantic import ValidationError
 
 from ainfinity.core.config import ApiKey, Settings
 from ainfinity.exceptions import (
@@ -38,54 +30,30 @@ from ainfinity.schema.activity import Event, EventType, Metric
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobRecord, JobSpec, JobStatus
 from ainfinity.services.dataset_stats import describe_dataset
-from ainfinity.services.executor import Executor, LaunchError, Observation
-from ainfinity.services.failure import classify_failure
+from ainfinity.services.executor import Executor
 from ainfinity.services.job_inputs import resolve_dataset, resolve_model
-from ainfinity.services.progress import progress_from
-from ainfinity.services.run_output import failure_log, latest_metrics, read_log, read_metrics
+from ainfinity.services.reconciler import Reconciler
+from ainfinity.services.run_output import read_log, read_metrics
 from ainfinity.services.sky_catalog import estimate_cost, validate_task
 from ainfinity.services.task_render import dump_job_config, dump_task, render_job
+from ainfinity.services.transitions import transition, utcnow
 from ainfinity.store import JobPage, JobPaths, JobStore, decode_cursor
 from ainfinity.train.checkpoints import list_checkpoints
 
 logger = logging.getLogger("ainfinity.service")
 
-SYSTEM_ACTOR = "system"
-_LIVE = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.RECOVERING, JobStatus.CANCELLING)
-_STATUS_MESSAGES = {
-    JobStatus.STARTING: "job is starting",
-    JobStatus.RUNNING: "job is running",
-    JobStatus.RECOVERING: "job is recovering from a preemption or failure",
-}
 
+def _check_visible(caller: ApiKey, record: JobRecord) -> None:
+    """Admins see every job; a user sees only the jobs created with its own key.
 
-def _may_see(caller: ApiKey, record: JobRecord) -> bool:
-    """Admins see every job; a user sees the jobs created with its own key."""
-    return caller.role == "admin" or record.owner == caller.name
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    Another user's job does not exist for this caller: 404, never 403.
+    """
+    if caller.role != "admin" and record.owner != caller.name:
+        raise JobNotFound(f"No job named {record.name!r}.")
 
 
 def generate_name() -> str:
     return f"job-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-def transition(
-    record: JobRecord, status: JobStatus, *, message: str, actor: str = SYSTEM_ACTOR
-) -> Event:
-    """Move a record to `status`, keeping its timestamps right; returns the event to log."""
-    now = utcnow()
-    record.status = status
-    record.updated_at = now
-    if status == JobStatus.RUNNING and record.started_at is None:
-        record.started_at = now
-    if status.is_terminal:
-        record.finished_at = now
-    return Event(
-        time=now, type=EventType.STATUS_CHANGED, status=status, message=message, actor=actor
-    )
 
 
 class SkyPilotService:
@@ -106,7 +74,9 @@ class SkyPilotService:
         # Set by the app to wake its reconciler loop early (after a create or cancel).
         self.on_change: Callable[[], None] = lambda: None
         self.idempotency = IdempotencyKeys(store.home)
-        self._reconcile_mutex = threading.Lock()
+        self.reconciler = Reconciler(
+            settings=settings, store=store, executors=executors, wake=self._notify
+        )
         for executor in executors.values():
             executor.notify = self._notify
 
@@ -231,9 +201,7 @@ class SkyPilotService:
 
     def get_job(self, name: str, *, caller: ApiKey) -> JobRecord:
         record = self.store.get(name)
-        if not _may_see(caller, record):
-            # Another user's job does not exist for this caller: 404, never 403.
-            raise JobNotFound(f"No job named {name!r}.")
+        _check_visible(caller, record)
         return record
 
     def list_jobs(
@@ -245,10 +213,10 @@ class SkyPilotService:
         return self.store.list_jobs(limit=limit, cursor=cursor, status=status, owner=owner)
 
     def cancel_job(self, name: str, *, caller: ApiKey) -> JobRecord:
-        self.get_job(name, caller=caller)
         actor = caller.name
 
         def change(record: JobRecord) -> list[Event] | None:
+            _check_visible(caller, record)
             if record.status.is_terminal:
                 raise JobFinished(f"Job {name!r} already ended {record.status.value}.")
             if record.status == JobStatus.CANCELLING:
@@ -287,8 +255,7 @@ class SkyPilotService:
         actor = caller.name
 
         def allowed(record: JobRecord) -> None:
-            if not _may_see(caller, record):
-                raise JobNotFound(f"No job named {name!r}.")
+            _check_visible(caller, record)
             if not record.status.is_terminal:
                 raise JobActive(f"Job {name!r} is {record.status.value}; cancel it first.")
 
@@ -321,169 +288,15 @@ class SkyPilotService:
         self.get_job(name, caller=caller)
         return self.store.paths(name)
 
-    # -- reconciliation --------------------------------------------------------------------
+    # -- reconciliation (ainfinity.services.reconciler) ---------------------------------------
 
     def startup(self) -> None:
         """Re-derive what is active from the records, then check each job against reality."""
-        self.store.rebuild_active()
-        self.reconcile()
+        self.reconciler.startup()
 
     def reconcile(self) -> None:
-        """One pass: observe every active job, then launch queued ones while there is room.
-
-        Several workers may call this; a file lock lets one pass run at a time."""
-        for executor in self.executors.values():
-            executor.reap()
-        with self._exclusive_pass() as acquired:
-            if acquired:
-                self._reconcile_locked()
-
-    @contextlib.contextmanager
-    def _exclusive_pass(self) -> Iterator[bool]:
-        if not self._reconcile_mutex.acquire(blocking=False):
-            yield False
-            return
-        try:
-            fd = os.open(self.store.home / "reconcile.lock", os.O_CREAT | os.O_RDWR, 0o600)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    yield False
-                    return
-                yield True
-            finally:
-                os.close(fd)
-        finally:
-            self._reconcile_mutex.release()
-
-    def _reconcile_locked(self) -> None:
-        running: Counter[str] = Counter()
-        pending: list[JobRecord] = []
-        live: dict[str, list[JobRecord]] = {}
-        launched = False
-        for name in self.store.active_names():
-            try:
-                record = self.store.get(name)
-            except JobNotFound:
-                self.store.release_marker(name)
-                continue
-            except (ValidationError, OSError):
-                # One unreadable job must not stall all the others; it is retried next tick.
-                logger.exception("cannot reconcile job", extra={"job": name})
-                continue
-            if record.status.is_terminal:
-                self.store.release_marker(name)
-            elif record.status == JobStatus.PENDING:
-                pending.append(record)
-            else:
-                live.setdefault(record.executor, []).append(record)
-        for executor_name, records in live.items():
-            executor = self.executors.get(executor_name)
-            if executor is not None:
-                # One batched look (SkyPilot's queue) for all of the executor's jobs.
-                executor.refresh(records)
-        for record in (r for records in live.values() for r in records):
-            try:
-                observed = self._observe(record.name)
-                if not observed.status.is_terminal:
-                    running[observed.executor] += 1
-            except JobNotFound:
-                self.store.release_marker(record.name)
-            except (ValidationError, OSError, yaml.YAMLError):
-                logger.exception("cannot reconcile job", extra={"job": record.name})
-        for record in sorted(pending, key=lambda r: (r.created_at, r.name)):
-            executor = self.executors.get(record.executor)
-            if executor is None:
-                continue
-            capacity = executor.capacity()
-            if capacity is not None and running[record.executor] >= capacity:
-                continue
-            if self._launch(record.name).status != JobStatus.PENDING:
-                running[record.executor] += 1
-                launched = True
-        if launched:
-            # Look again at once: a launched job is RUNNING as soon as its process is seen.
-            self.on_change()
-
-    def _launch(self, name: str) -> JobRecord:
-        def change(record: JobRecord) -> list[Event] | None:
-            if record.status != JobStatus.PENDING:
-                return None  # cancelled meanwhile
-            paths = self.store.paths(name)
-            task = yaml.safe_load(paths.task.read_text(encoding="utf-8"))
-            try:
-                record.executor_state = self.executors[record.executor].launch(record, task, paths)
-            except (OSError, LaunchError) as exc:
-                record.failure_reason = f"launch_error: {exc}"
-                return [transition(record, JobStatus.FAILED, message=record.failure_reason)]
-            return [transition(record, JobStatus.STARTING, message="job launched")]
-
-        try:
-            return self.store.update(name, change)
-        except JobNotFound:
-            self.store.release_marker(name)
-            raise
-
-    def _observe(self, name: str) -> JobRecord:
-        def change(record: JobRecord) -> list[Event] | None:
-            if record.status not in _LIVE:
-                return None
-            executor = self.executors[record.executor]
-            paths = self.store.paths(name)
-            changed = self._refresh_progress(record)
-            observation = executor.observe(record, paths)
-            if observation.state:
-                record.executor_state = {**record.executor_state, **observation.state}
-                record.recovery_count = int(
-                    record.executor_state.get("recovery_count", record.recovery_count)
-                )
-                changed = True
-            if observation.finished:
-                self._refresh_progress(record)  # the run's last records, written at its end
-                return [self._finish(record, observation)]
-            status = observation.status
-            if status and status != record.status and record.status != JobStatus.CANCELLING:
-                message = _STATUS_MESSAGES.get(status, f"job is {status.value}")
-                if status == JobStatus.RECOVERING:
-                    message += f" (recovery {record.recovery_count})"
-                return [transition(record, status, message=message)]
-            if record.status == JobStatus.CANCELLING and self._grace_over(record):
-                if not record.executor_state.get("force_killed"):
-                    executor.cancel(record, paths, force=True)
-                    record.executor_state["force_killed"] = True
-                    return []
-            return [] if changed else None
-
-        return self.store.update(name, change)
-
-    def _refresh_progress(self, record: JobRecord) -> bool:
-        train, evaluation = latest_metrics(self.store.paths(record.name).metrics)
-        progress = progress_from(train, evaluation, previous=record.progress)
-        if progress is None or progress == record.progress:
-            return False
-        record.progress = progress
-        record.updated_at = utcnow()
-        return True
-
-    def _finish(self, record: JobRecord, observation: Observation) -> Event:
-        if record.cancel_requested_at is not None:
-            return transition(record, JobStatus.CANCELLED, message="job cancelled")
-        if observation.returncode == 0:
-            return transition(record, JobStatus.SUCCEEDED, message="job succeeded")
-        log = self.store.paths(record.name).log
-        reason = classify_failure(log, observation.returncode)
-        if observation.failure_reason and reason.startswith("unknown:"):
-            # The trainer said nothing recognisable; the executor knows more (SkyPilot's view).
-            reason = observation.failure_reason
-        record.failure_reason = reason
-        record.failure_log = failure_log(log)
-        return transition(record, JobStatus.FAILED, message=record.failure_reason)
-
-    def _grace_over(self, record: JobRecord) -> bool:
-        requested = record.cancel_requested_at
-        grace = self.settings.local_cancel_grace_seconds
-        return requested is not None and (utcnow() - requested).total_seconds() >= grace
+        """One pass over the active jobs; safe to call from several threads and workers."""
+        self.reconciler.reconcile()
 
     def estimate_cost(self, request: JobCreate) -> CostEstimate:
         """What the job's resources would cost per hour; nothing is stored or launched."""

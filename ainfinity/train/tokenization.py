@@ -148,13 +148,17 @@ def token_statistics(
     *,
     max_seq_length: int,
     completion_only_loss: bool = True,
+    report: DatasetReport | None = None,
 ) -> TokenStats:
     """Row count and token lengths of a dataset, tokenized exactly as `load_examples` does it.
+
+    `report`, when the caller already validated the file, saves reading it a second time.
 
     Raises:
         DatasetValidationError: the file fails `validate_dataset` or the chat template fails.
     """
-    report = _checked_report(path)
+    if report is None or not report.ok:
+        report = _checked_report(path)
     lengths = [
         len(input_ids)
         for input_ids, _ in _tokenized_rows(path, tokenizer, report, completion_only_loss)

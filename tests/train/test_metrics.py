@@ -141,6 +141,17 @@ class TestMetricsCallback:
         assert event is not None and event.payload["grad_norm"] is None
 
 
+# Three examples (7 tokens) in two packs of 5 and 2 tokens.
+TWO_PACKS = [
+    {
+        "input_ids": [1, 2, 3, 4, 5],
+        "labels": [-100, 2, 3, -100, 5],
+        "position_ids": [0, 1, 2, 0, 1],
+    },
+    {"input_ids": [6, 7], "labels": [-100, 7], "position_ids": [0, 1]},
+]
+
+
 # Two rows padded to three tokens: five real tokens.
 PADDED_BATCH = CausalLMCollator(pad_token_id=0)(
     [
@@ -161,31 +172,15 @@ class TestBatchCounter:
         assert counter.take() == (0, 0)
 
     def test_counts_the_examples_inside_a_padding_free_batch(self) -> None:
-        packs = [
-            {
-                "input_ids": [1, 2, 3, 4, 5],
-                "labels": [-100, 2, 3, -100, 5],
-                "position_ids": [0, 1, 2, 0, 1],
-            },
-            {"input_ids": [6, 7], "labels": [-100, 7], "position_ids": [0, 1]},
-        ]
         counter = BatchCounter()
 
-        counter.add(PaddingFreeCollator()(packs))
+        counter.add(PaddingFreeCollator()(TWO_PACKS))
 
         assert counter.take() == (7, 3)
 
     def test_leaves_the_padding_of_packed_rows_out(self) -> None:
-        packs = [
-            {
-                "input_ids": [1, 2, 3, 4, 5],
-                "labels": [-100, 2, 3, -100, 5],
-                "position_ids": [0, 1, 2, 0, 1],
-            },
-            {"input_ids": [6, 7], "labels": [-100, 7], "position_ids": [0, 1]},
-        ]
         counter = BatchCounter()
-        batch = PackedRowsCollator(pad_token_id=0)(packs)
+        batch = PackedRowsCollator(pad_token_id=0)(TWO_PACKS)
 
         counter.add(batch)
 

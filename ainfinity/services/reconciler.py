@@ -1,0 +1,221 @@
+"""The reconciler: launches queued jobs and moves running ones along with what their
+executors observe.
+
+It runs on a timer and after every request, in any number of threads and worker processes:
+a mutex and a non-blocking file lock let one pass run at a time, and every change to a job
+is made under that job's lock (`JobStore.update`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+
+import yaml
+from pydantic import ValidationError
+
+from ainfinity.core.config import Settings
+from ainfinity.exceptions import JobNotFound
+from ainfinity.schema.activity import Event
+from ainfinity.schema.job import JobRecord, JobStatus
+from ainfinity.services.executor import Executor, LaunchError, Observation
+from ainfinity.services.failure import classify_failure
+from ainfinity.services.progress import progress_from
+from ainfinity.services.run_output import failure_log, latest_metrics
+from ainfinity.services.transitions import transition, utcnow
+from ainfinity.store import JobStore
+
+logger = logging.getLogger("ainfinity.service")
+
+_LIVE = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.RECOVERING, JobStatus.CANCELLING)
+_STATUS_MESSAGES = {
+    JobStatus.STARTING: "job is starting",
+    JobStatus.RUNNING: "job is running",
+    JobStatus.RECOVERING: "job is recovering from a preemption or failure",
+}
+
+
+class Reconciler:
+    """Drives every active job one step further on each pass."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: JobStore,
+        executors: Mapping[str, Executor],
+        wake: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.executors = executors
+        # Asks for another pass at once (a job was just launched).
+        self.wake = wake
+        self._reconcile_mutex = threading.Lock()
+
+    def startup(self) -> None:
+        """Re-derive what is active from the records, then check each job against reality."""
+        self.store.rebuild_active()
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """One pass: observe every active job, then launch queued ones while there is room.
+
+        Several workers may call this; a file lock lets one pass run at a time."""
+        for executor in self.executors.values():
+            executor.reap()
+        with self._exclusive_pass() as acquired:
+            if acquired:
+                self._reconcile_locked()
+
+    @contextlib.contextmanager
+    def _exclusive_pass(self) -> Iterator[bool]:
+        if not self._reconcile_mutex.acquire(blocking=False):
+            yield False
+            return
+        try:
+            fd = os.open(self.store.home / "reconcile.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                yield True
+            finally:
+                os.close(fd)
+        finally:
+            self._reconcile_mutex.release()
+
+    def _reconcile_locked(self) -> None:
+        running: Counter[str] = Counter()
+        pending: list[JobRecord] = []
+        live: dict[str, list[JobRecord]] = {}
+        launched = False
+        for name in self.store.active_names():
+            try:
+                record = self.store.get(name)
+            except JobNotFound:
+                self.store.release_marker(name)
+                continue
+            except (ValidationError, OSError):
+                # One unreadable job must not stall all the others; it is retried next tick.
+                logger.exception("cannot reconcile job", extra={"job": name})
+                continue
+            if record.status.is_terminal:
+                self.store.release_marker(name)
+            elif record.status == JobStatus.PENDING:
+                pending.append(record)
+            else:
+                live.setdefault(record.executor, []).append(record)
+        for executor_name, records in live.items():
+            executor = self.executors.get(executor_name)
+            if executor is not None:
+                # One batched look (SkyPilot's queue) for all of the executor's jobs.
+                executor.refresh(records)
+        for record in (r for records in live.values() for r in records):
+            try:
+                observed = self._observe(record.name)
+                if not observed.status.is_terminal:
+                    running[observed.executor] += 1
+            except JobNotFound:
+                self.store.release_marker(record.name)
+            except (ValidationError, OSError, yaml.YAMLError):
+                logger.exception("cannot reconcile job", extra={"job": record.name})
+        for record in sorted(pending, key=lambda r: (r.created_at, r.name)):
+            executor = self.executors.get(record.executor)
+            if executor is None:
+                continue
+            capacity = executor.capacity()
+            if capacity is not None and running[record.executor] >= capacity:
+                continue
+            if self._launch(record.name).status != JobStatus.PENDING:
+                running[record.executor] += 1
+                launched = True
+        if launched:
+            # Look again at once: a launched job is RUNNING as soon as its process is seen.
+            self.wake()
+
+    def _launch(self, name: str) -> JobRecord:
+        def change(record: JobRecord) -> list[Event] | None:
+            if record.status != JobStatus.PENDING:
+                return None  # cancelled meanwhile
+            paths = self.store.paths(name)
+            task = yaml.safe_load(paths.task.read_text(encoding="utf-8"))
+            try:
+                record.executor_state = self.executors[record.executor].launch(record, task, paths)
+            except (OSError, LaunchError) as exc:
+                record.failure_reason = f"launch_error: {exc}"
+                return [transition(record, JobStatus.FAILED, message=record.failure_reason)]
+            return [transition(record, JobStatus.STARTING, message="job launched")]
+
+        try:
+            return self.store.update(name, change)
+        except JobNotFound:
+            self.store.release_marker(name)
+            raise
+
+    def _observe(self, name: str) -> JobRecord:
+        def change(record: JobRecord) -> list[Event] | None:
+            if record.status not in _LIVE:
+                return None
+            executor = self.executors[record.executor]
+            paths = self.store.paths(name)
+            changed = self._refresh_progress(record)
+            observation = executor.observe(record, paths)
+            if observation.state:
+                record.executor_state = {**record.executor_state, **observation.state}
+                record.recovery_count = int(
+                    record.executor_state.get("recovery_count", record.recovery_count)
+                )
+                changed = True
+            if observation.finished:
+                self._refresh_progress(record)  # the run's last records, written at its end
+                return [self._finish(record, observation)]
+            status = observation.status
+            if status and status != record.status and record.status != JobStatus.CANCELLING:
+                message = _STATUS_MESSAGES.get(status, f"job is {status.value}")
+                if status == JobStatus.RECOVERING:
+                    message += f" (recovery {record.recovery_count})"
+                return [transition(record, status, message=message)]
+            if record.status == JobStatus.CANCELLING and self._grace_over(record):
+                if not record.executor_state.get("force_killed"):
+                    executor.cancel(record, paths, force=True)
+                    record.executor_state["force_killed"] = True
+                    return []
+            return [] if changed else None
+
+        return self.store.update(name, change)
+
+    def _refresh_progress(self, record: JobRecord) -> bool:
+        train, evaluation = latest_metrics(self.store.paths(record.name).metrics)
+        progress = progress_from(train, evaluation, previous=record.progress)
+        if progress is None or progress == record.progress:
+            return False
+        record.progress = progress
+        record.updated_at = utcnow()
+        return True
+
+    def _finish(self, record: JobRecord, observation: Observation) -> Event:
+        if record.cancel_requested_at is not None:
+            return transition(record, JobStatus.CANCELLED, message="job cancelled")
+        if observation.returncode == 0:
+            return transition(record, JobStatus.SUCCEEDED, message="job succeeded")
+        log = self.store.paths(record.name).log
+        reason = classify_failure(log, observation.returncode)
+        if observation.failure_reason and reason.startswith("unknown:"):
+            # The trainer said nothing recognisable; the executor knows more (SkyPilot's view).
+            reason = observation.failure_reason
+        record.failure_reason = reason
+        record.failure_log = failure_log(log)
+        return transition(record, JobStatus.FAILED, message=record.failure_reason)
+
+    def _grace_over(self, record: JobRecord) -> bool:
+        requested = record.cancel_requested_at
+        grace = self.settings.local_cancel_grace_seconds
+        return requested is not None and (utcnow() - requested).total_seconds() >= grace
