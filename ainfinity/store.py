@@ -6,7 +6,8 @@ Guarantees, across threads and processes (several uvicorn workers):
 - every JSON file is replaced atomically (temp file, fsync, rename): readers never see
   half a file;
 - read-modify-write of a job happens under an exclusive `flock` on its directory;
-- creating or updating a job touches only that job's files, whatever the store holds.
+- creating or updating a job touches only that job's files, whatever the store holds;
+- listing reads a page's records only, found through a derived index (`job_index.py`).
 """
 
 from __future__ import annotations
@@ -15,19 +16,25 @@ import base64
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from ainfinity.exceptions import JobExists, JobNotFound
+from ainfinity.job_index import JobIndex, time_key
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JOB_NAME_RE, JobRecord, JobStatus
+
+logger = logging.getLogger("ainfinity.store")
 
 _STALE_STAGING_SECONDS = 300
 
@@ -115,13 +122,15 @@ def encode_cursor(record: JobRecord) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[str, str] | None:
+def decode_cursor(cursor: str) -> tuple[int, str] | None:
+    """The (created time key, name) a page ended at, or None for a cursor we did not make."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, sep, name = raw.partition("|")
+        moment = datetime.fromisoformat(created)
     except (ValueError, UnicodeDecodeError):
         return None
-    created, sep, name = raw.partition("|")
-    return (created, name) if sep and JOB_NAME_RE.match(name) else None
+    return (time_key(moment), name) if sep and JOB_NAME_RE.match(name) else None
 
 
 class JobStore:
@@ -133,11 +142,21 @@ class JobStore:
         self.staging_dir = home / "staging"
         self.trash_dir = home / "trash"
         self.active_dir = home / "active"
+        self.index = JobIndex(home / "index.sqlite3")
 
     def initialize(self) -> None:
-        """Create the store's directories (idempotent; every worker calls it at start-up)."""
+        """Create the store's directories and make sure the list index exists, building it
+        from the records when it is missing or unreadable (idempotent; every worker calls
+        it at start-up)."""
         for directory in (self.jobs_dir, self.staging_dir, self.trash_dir, self.active_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        self.index.open(records=self._all_records())
+
+    def _all_records(self) -> Iterator[JobRecord]:
+        with os.scandir(self.jobs_dir) as entries:
+            for entry in entries:
+                with contextlib.suppress(JobNotFound, ValidationError, NotADirectoryError):
+                    yield self.get(entry.name)
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -183,6 +202,9 @@ class JobStore:
             # Again: a reconciler that found no job under this name a moment ago (a delete
             # just before this create) may have dropped the marker in between.
             self._mark_active(record.name)
+            # After the rename: a row never points at a job that is not there yet. A crash
+            # before this line leaves a job without a row, which start-up adds back.
+            self.index.put(record)
         finally:
             if staged.root.exists():
                 shutil.rmtree(staged.root, ignore_errors=True)
@@ -205,28 +227,60 @@ class JobStore:
         status: JobStatus | None = None,
         owner: str | None = None,
     ) -> JobPage:
-        """Jobs newest first, `limit` at a time, after `cursor` (from a previous page)."""
+        """Jobs newest first, `limit` at a time, after `cursor` (from a previous page).
+
+        The index gives the candidate names; each one's record decides (a row may be a
+        moment behind its record, or outlive a job deleted meanwhile)."""
         after = decode_cursor(cursor) if cursor else None
+        try:
+            return self._list_indexed(limit=limit, after=after, status=status, owner=owner)
+        except sqlite3.DatabaseError:
+            logger.exception("job index unreadable; listing by reading every record")
+            return self._list_scanning(limit=limit, after=after, status=status, owner=owner)
+
+    def _list_indexed(
+        self,
+        *,
+        limit: int,
+        after: tuple[int, str] | None,
+        status: JobStatus | None,
+        owner: str | None,
+    ) -> JobPage:
         records: list[JobRecord] = []
-        with os.scandir(self.jobs_dir) as entries:
-            for entry in entries:
-                try:
-                    record = JobRecord.model_validate_json(
-                        Path(entry.path, "job.json").read_bytes()
-                    )
-                except (FileNotFoundError, NotADirectoryError, ValidationError):
-                    continue  # deleted meanwhile, or not a job directory
-                if status is not None and record.status != status:
-                    continue
-                if owner is not None and record.owner != owner:
-                    continue
-                if after is not None and (record.created_at.isoformat(), record.name) >= after:
-                    continue
-                records.append(record)
-        records.sort(key=lambda r: (r.created_at, r.name), reverse=True)
-        page = records[:limit]
-        more = len(records) > limit
-        return JobPage(jobs=page, next_cursor=encode_cursor(page[-1]) if more and page else None)
+        # One more than asked tells whether another page follows.
+        while len(records) <= limit:
+            want = limit + 1 - len(records)
+            rows = self.index.page(
+                limit=want, after=after, status=status.value if status else None, owner=owner
+            )
+            for row in rows:
+                with contextlib.suppress(JobNotFound, ValidationError):
+                    record = self.get(row.name)
+                    if _matches(record, status, owner) and time_key(record.created_at) == (
+                        row.created_us
+                    ):
+                        records.append(record)
+            if len(rows) < want:
+                break
+            after = (rows[-1].created_us, rows[-1].name)
+        return _page_of(records, limit)
+
+    def _list_scanning(
+        self,
+        *,
+        limit: int,
+        after: tuple[int, str] | None,
+        status: JobStatus | None,
+        owner: str | None,
+    ) -> JobPage:
+        records = [
+            record
+            for record in self._all_records()
+            if _matches(record, status, owner)
+            and (after is None or (time_key(record.created_at), record.name) < after)
+        ]
+        records.sort(key=lambda r: (time_key(r.created_at), r.name), reverse=True)
+        return _page_of(records[: limit + 1], limit)
 
     def read_events(self, name: str) -> list[Event]:
         path = self.paths(name).events
@@ -264,10 +318,15 @@ class JobStore:
         returns the events to append (or None to leave the job untouched)."""
         with self.locked(name):
             record = self.get(name)
+            before = record.status
             events = change(record)
             if events is None:
                 return record
             self._write_locked(record, events)
+            if record.status != before:
+                # Before the marker goes: a crash in between leaves an unfinished job's
+                # row, which start-up re-reads.
+                self.index.put(record)
             if record.status.is_terminal:
                 self.mark_inactive(name)
             return record
@@ -286,13 +345,16 @@ class JobStore:
     def delete(self, name: str, *, allowed: Callable[[JobRecord], None]) -> None:
         """Remove a job whole; `allowed` raises to refuse (it sees the locked record)."""
         with self.locked(name) as paths:
-            allowed(self.get(name))
+            record = self.get(name)
+            allowed(record)
             # While the directory still holds the name, no new job can take it: drop the
             # marker now, so it can never remove the marker of a job created after us.
             self.mark_inactive(name)
             # Rename so that the job vanishes at once for every reader; then clean up.
             grave = self.trash_dir / f"{name}.{uuid.uuid4().hex}"
             os.rename(paths.root, grave)
+            # Only this job's row: a job created under the name since keeps its own.
+            self.index.remove(name, time_key(record.created_at))
         shutil.rmtree(grave, ignore_errors=True)
 
     # -- active jobs -----------------------------------------------------------------------
@@ -319,17 +381,29 @@ class JobStore:
         return sorted(os.listdir(self.active_dir))
 
     def rebuild_active(self) -> None:
-        """Re-derive the active markers from the job records (start-up, or after a loss)."""
-        for name in os.listdir(self.jobs_dir):
+        """Check the list index and the active markers against the records (start-up).
+
+        Cost grows with the unfinished jobs, plus one directory listing: finished records
+        never change, so only unfinished ones can disagree with their row."""
+        on_disk = set(os.listdir(self.jobs_dir))
+        indexed = self.index.names()
+        for name in on_disk - indexed.keys():
+            with contextlib.suppress(JobNotFound, ValidationError, NotADirectoryError):
+                self.index.put(self.get(name))
+        for name in indexed.keys() - on_disk:
+            if not self.exists(name):
+                self.index.remove(name, indexed[name])
+        for name in set(self.index.active_names()) | set(self.active_names()):
             try:
                 record = self.get(name)
             except (JobNotFound, ValidationError, NotADirectoryError):
-                continue
-            if not record.status.is_terminal:
-                self._mark_active(name)
-        for name in self.active_names():
-            if not self.exists(name):
                 self.release_marker(name)
+                continue
+            self.index.put(record)
+            if record.status.is_terminal:
+                self.release_marker(name)
+            else:
+                self._mark_active(name)
         self._sweep(self.staging_dir)
         self._sweep(self.trash_dir)
 
@@ -340,6 +414,16 @@ class JobStore:
             with contextlib.suppress(FileNotFoundError):
                 if entry.stat().st_mtime < cutoff:
                     shutil.rmtree(entry, ignore_errors=True)
+
+
+def _matches(record: JobRecord, status: JobStatus | None, owner: str | None) -> bool:
+    return (status is None or record.status == status) and (owner is None or record.owner == owner)
+
+
+def _page_of(records: list[JobRecord], limit: int) -> JobPage:
+    page = records[:limit]
+    more = len(records) > limit
+    return JobPage(jobs=page, next_cursor=encode_cursor(page[-1]) if more and page else None)
 
 
 def _record_bytes(record: JobRecord) -> bytes:
