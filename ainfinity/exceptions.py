@@ -108,6 +108,12 @@ class RateLimited(AinfinityError):
     msg = "Too many requests; retry later."
 
 
+class RateLimitUnavailable(AinfinityError):
+    status_code = 503
+    code = "rate_limit_unavailable"
+    msg = "The rate-limit counters cannot be reached right now; retry later."
+
+
 class CatalogUnavailable(AinfinityError):
     status_code = 503
     code = "catalog_unavailable"
@@ -152,7 +158,13 @@ async def _handle_validation_error(request: Request, exc: Exception) -> JSONResp
     )
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+# 400: FastAPI's answer to a body it cannot decode (not UTF-8), before any validation.
+_HTTP_CODES = {
+    400: "malformed_body",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+}
 
 
 async def _handle_http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -3,12 +3,20 @@
 One file per (caller, key) under `$AINFINITY_HOME/idempotency/`, created exclusively (a hard
 link of a complete temp file), so across workers exactly one request per key acts; the
 others wait for its answer. A key lives 24 hours; a failed request frees its key again.
+
+The acting request holds an `flock` on its claim from before the claim appears until the
+answer is written. A process killed while acting loses the lock with its life, so a retry
+that finds an unanswered claim it can lock takes the key over and acts itself (instead of
+waiting out the 24 hours). A create that had already happened then answers 409 job_exists.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import time
 import uuid
@@ -19,7 +27,11 @@ from typing import Any
 from ainfinity.exceptions import IdempotencyConflict
 from ainfinity.store import write_atomic
 
+logger = logging.getLogger("ainfinity.idempotency")
+
 KEY_TTL_SECONDS = 24 * 3600
+# Temp files older than this belong to no live request (one lives for microseconds).
+_STALE_TEMP_SECONDS = 60
 # How long a retry waits for the first request with its key to finish acting.
 WAIT_SECONDS = 30.0
 
@@ -56,7 +68,8 @@ class IdempotencyKeys:
         mine = {"operation": operation, "fingerprint": body_fingerprint, "at": time.time()}
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
-            if self._claim(path, mine):
+            lock = self._claim(path, mine)
+            if lock is not None:
                 break
             record = self._read(path)
             if record is None:
@@ -73,28 +86,70 @@ class IdempotencyKeys:
                 )
             if "response" in record:
                 return dict(record["response"])
+            lock = self._take_over(path)
+            if lock is not None:
+                logger.warning("idempotency key taken over from a request that died acting")
+                break
             if time.monotonic() > deadline:
                 raise IdempotencyConflict("A request with this Idempotency-Key is still running.")
             time.sleep(0.05)
         try:
-            response = act()
-        except BaseException:
-            path.unlink(missing_ok=True)  # nothing was done: the key may be used again
-            raise
-        write_atomic(path, json.dumps({**mine, "response": response}).encode())
+            try:
+                response = act()
+            except BaseException:
+                path.unlink(missing_ok=True)  # nothing was done: the key may be used again
+                raise
+            write_atomic(path, json.dumps({**mine, "response": response}).encode())
+        finally:
+            os.close(lock)
         return response
 
     @staticmethod
-    def _claim(path: Path, record: dict[str, Any]) -> bool:
+    def _claim(path: Path, record: dict[str, Any]) -> int | None:
+        """Create the claim, locked before it is visible; returns the lock's descriptor."""
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_text(json.dumps(record))
+        fd = os.open(tmp, os.O_RDONLY)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             os.link(tmp, path)  # fails if the key is taken; readers never see a partial file
-            return True
+            return fd
         except FileExistsError:
-            return False
+            os.close(fd)
+            return None
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _take_over(self, path: Path) -> int | None:
+        """Lock an unanswered claim whose owner died; None while its owner lives."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Still the same claim, and still unanswered (the owner may have just finished).
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            record = self._read(path)
+            if same and record is not None and "response" not in record:
+                return fd
+        except (BlockingIOError, FileNotFoundError):
+            pass
+        os.close(fd)
+        return None
+
+    def sweep(self) -> None:
+        """Drop expired keys and temp files left by killed processes (start-up)."""
+        if not self.dir.is_dir():
+            return
+        now = time.time()
+        for entry in self.dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                age = now - entry.stat().st_mtime
+                if entry.name.endswith(".tmp") and age > _STALE_TEMP_SECONDS:
+                    entry.unlink()
+                elif entry.suffix == ".json" and age > KEY_TTL_SECONDS:
+                    entry.unlink()
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:

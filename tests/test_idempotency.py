@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from ainfinity.core.config import Settings
-from ainfinity.idempotency import KEY_TTL_SECONDS
+from ainfinity.idempotency import KEY_TTL_SECONDS, IdempotencyKeys
 from tests.builders import API_KEY, OTHER_KEY, job_body
 
 
@@ -103,3 +106,64 @@ def test_a_retried_cancel_answers_as_the_first_did(client: TestClient) -> None:
     assert first.status_code == again.status_code == 202
     assert again.json() == first.json() and first.json()["status"] == "CANCELLED"
     assert plain.status_code == 409  # without the key, cancelling a finished job is refused
+
+
+def test_a_claim_left_by_a_killed_request_is_taken_over(tmp_path: Path) -> None:
+    keys = IdempotencyKeys(tmp_path)
+    acted: list[str] = []
+
+    def act(answer: str) -> Callable[[], dict[str, str]]:
+        return lambda: acted.append(answer) or {"answer": answer}
+
+    # What a worker killed while acting leaves behind: a claim with no answer and no lock.
+    keys.run(caller="c", key="k0", operation="create", body_fingerprint="f", act=act("first"))
+    claim = next(keys.dir.glob("*.json"))
+    record = json.loads(claim.read_text())
+    del record["response"]
+    claim.write_text(json.dumps(record))
+    dead_claims = {p.name: p.read_bytes() for p in keys.dir.glob("*.json")}
+
+    began = time.monotonic()
+    answer = keys.run(caller="c", key="k0", operation="create", body_fingerprint="f", act=act("2"))
+    assert answer == {"answer": "2"} and acted == ["first", "2"]
+    assert time.monotonic() - began < 5  # not WAIT_SECONDS, not 24 hours
+    assert {p.name for p in keys.dir.glob("*.json")} == dead_claims.keys()
+
+
+def test_a_claim_whose_owner_lives_is_waited_for(tmp_path: Path) -> None:
+    keys = IdempotencyKeys(tmp_path)
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> dict[str, str]:
+        started.set()
+        release.wait(10)
+        return {"answer": "slow"}
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(
+            keys.run, caller="c", key="k1", operation="create", body_fingerprint="f", act=slow
+        )
+        started.wait(10)
+        second = pool.submit(
+            keys.run, caller="c", key="k1", operation="create", body_fingerprint="f",
+            act=lambda: {"answer": "twice"},
+        )  # fmt: skip
+        time.sleep(0.5)
+        assert not second.done()  # the owner's lock is held: no take-over
+        release.set()
+        assert first.result(10) == second.result(10) == {"answer": "slow"}
+
+
+def test_startup_sweeps_what_killed_requests_left(tmp_path: Path) -> None:
+    keys = IdempotencyKeys(tmp_path)
+    keys.dir.mkdir(parents=True)
+    old_temp = keys.dir / ".abc.json.0123.tmp"
+    young_temp = keys.dir / ".def.json.4567.tmp"
+    expired = keys.dir / ("0" * 64 + ".json")
+    for path in (old_temp, young_temp, expired):
+        path.write_text("{}")
+    long_ago = time.time() - KEY_TTL_SECONDS - 10
+    os.utime(old_temp, (long_ago, long_ago))
+    os.utime(expired, (long_ago, long_ago))
+    keys.sweep()
+    assert sorted(p.name for p in keys.dir.iterdir()) == [young_temp.name]

@@ -190,3 +190,15 @@ def test_an_index_broken_while_serving_falls_back_to_reading_the_records(tmp_pat
     conn.close()
     assert walk(store, limit=4) == truth(tmp_path)
     assert walk(store, limit=4, owner="alice") == truth(tmp_path, owner="alice")
+
+
+def test_startup_drops_temp_files_of_writes_cut_short(tmp_path: Path) -> None:
+    store = seeded_store(tmp_path, 6)
+    active = truth(tmp_path, status=JobStatus.PENDING)[0]
+    root = tmp_path / "jobs" / active
+    cut_short = root / ".job.json.0123456789abcdef0123456789abcdef.tmp"
+    cut_short.write_text('{"name": "half')
+    runner_file = root / ".exit.json.tmp"  # the job runner's own, which may be live
+    runner_file.write_text("{}")
+    store.rebuild_active()
+    assert not cut_short.exists() and runner_file.exists()

@@ -3,10 +3,6 @@ job launched exactly once although every worker runs a reconciler."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,63 +12,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.builders import API_KEY, ROOT, job_body
+from tests.builders import API_KEY, job_body
+from tests.servers import UvicornServer
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "AINFINITY_HOME": str(tmp_path / "home"),
-        "AINFINITY_API_KEYS": f"tester:{API_KEY}",
-        "AINFINITY_RATE_LIMIT": "100000/minute",
-        "AINFINITY_LOCAL_MAX_JOBS": "1",
-        "AINFINITY_LOCAL_GPUS": "0",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "ainfinity.api.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("uvicorn did not start")
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    # Room for one running job: the contested job must really be launched (once).
+    env = {"AINFINITY_LOCAL_MAX_JOBS": "1"}
+    with UvicornServer(tmp_path / "home", workers=2, env=env) as running:
+        yield running.url
 
 
 def test_one_name_many_workers_one_job_one_launch(server: str) -> None:

@@ -4,14 +4,24 @@ for requests without a valid key), counted by slowapi's limiter.
 slowapi's own middleware finds the route handler to decide whether a request is limited;
 FastAPI >= 0.16x nests included routers, so it finds none and lets everything through.
 We keep slowapi's `Limiter` (storage URI, strategy) and apply its budget here instead.
+
+With `memory://` each worker process counts on its own (a key gets up to N x the limit from
+N workers); with `redis://` all workers share one counter per key, so the limit is exact.
+A redis that cannot be reached answers 503 `rate_limit_unavailable` within seconds; its
+round trips run off the event loop, so it never stalls a worker (or `/health`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from typing import Any
 
-from limits import RateLimitItem, parse
+import anyio
+from limits import RateLimitItem, WindowStats, parse
+from limits.errors import StorageError
+from limits.storage import MemoryStorage
 from slowapi import Limiter
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
@@ -19,17 +29,28 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ainfinity.core.config import Settings
-from ainfinity.exceptions import RateLimited, error_body
+from ainfinity.exceptions import RateLimited, RateLimitUnavailable, error_body
 from ainfinity.middleware.auth import KeyRing, presented_key
 
 LIMITED_PREFIX = "/api/"
 _NAMESPACE = "ainfinity"
+# redis-py waits forever by default; options in the storage URI (`?socket_timeout=5`) win.
+_REDIS_TIMEOUTS = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
+_UNAVAILABLE_RETRY_AFTER = "5"
+
+logger = logging.getLogger("ainfinity.rate_limit")
 
 
 def build_limiter(settings: Settings) -> Limiter:
+    uri = settings.rate_limit_storage
+    # Every storage error becomes a `StorageError`, whatever the backend.
+    options: dict[str, Any] = {"wrap_exceptions": True}
+    if uri.partition(":")[0] in ("redis", "rediss", "redis+unix"):
+        options.update(_REDIS_TIMEOUTS)
     return Limiter(
         key_func=lambda: "",  # unused: the middleware computes the key itself
-        storage_uri=settings.rate_limit_storage,
+        storage_uri=uri,
+        storage_options=options,
         strategy="fixed-window",
     )
 
@@ -41,6 +62,7 @@ class RateLimitMiddleware:
         self.app = app
         self.limiter = limiter
         self.item: RateLimitItem = parse(rate)
+        self.in_process = isinstance(limiter.limiter.storage, MemoryStorage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIX):
@@ -48,9 +70,20 @@ class RateLimitMiddleware:
             return
         request = Request(scope)
         key = _limit_key(request)
-        strategy = self.limiter.limiter
-        allowed = strategy.hit(self.item, _NAMESPACE, key)
-        reset_at, remaining = strategy.get_window_stats(self.item, _NAMESPACE, key)
+        try:
+            if self.in_process:
+                allowed, (reset_at, remaining) = self._count(key)
+            else:
+                allowed, (reset_at, remaining) = await anyio.to_thread.run_sync(self._count, key)
+        except StorageError as exc:
+            logger.warning("rate-limit storage unavailable: %s", exc.storage_error)
+            response = JSONResponse(
+                error_body(RateLimitUnavailable.code, RateLimitUnavailable.msg),
+                status_code=RateLimitUnavailable.status_code,
+                headers={"Retry-After": _UNAVAILABLE_RETRY_AFTER},
+            )
+            await response(scope, receive, send)
+            return
         headers = {
             "X-RateLimit-Limit": str(self.item.amount),
             "X-RateLimit-Remaining": str(remaining),
@@ -72,6 +105,11 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def _count(self, key: str) -> tuple[bool, WindowStats]:
+        strategy = self.limiter.limiter
+        allowed = strategy.hit(self.item, _NAMESPACE, key)
+        return allowed, strategy.get_window_stats(self.item, _NAMESPACE, key)
 
 
 def _limit_key(request: Request) -> str:

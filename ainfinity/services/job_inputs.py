@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ainfinity.exceptions import InvalidDataset, InvalidModel, PathNotAllowed
+from ainfinity.schema.job import BUCKET_URI_PATTERN
 from ainfinity.train.dataset import DatasetReport, validate_dataset
 
 # Built by `ainfinity.train.tiny_model` on the node; named here so the API needs no torch.
 BUILTIN_MODELS = frozenset({"tiny-random-llama"})
-BUCKET_URI = re.compile(r"^(s3|gs|r2|cos|oci)://[a-z0-9][a-z0-9._-]*(/[^\s]*)?$")
+BUCKET_URI = re.compile(BUCKET_URI_PATTERN)
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 DATASET_SUFFIXES = (".jsonl", ".json")
 
@@ -57,7 +58,10 @@ def resolve_dataset(
     what = "Dataset" if field == "dataset" else "Validation dataset"
     if "://" in dataset:
         if not BUCKET_URI.match(dataset):
-            raise InvalidDataset(f"{what} URI {dataset!r} is not a supported bucket URI.")
+            raise InvalidDataset(
+                f"{what} URI {dataset!r} is not a supported bucket URI (s3, gs, r2, cos, oci; "
+                "the path may hold letters, digits and ._/=+,@:%- only)."
+            )
         if executor == "local":
             raise InvalidDataset("Bucket URIs need the skypilot executor; give a local path.")
         return ResolvedDataset(dataset, None)

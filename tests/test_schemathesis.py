@@ -1,0 +1,176 @@
+"""Property-based fuzzing of the whole API from its own OpenAPI document (schemathesis).
+
+Every operation gets positive and negative cases (the examples, coverage and fuzzing
+phases), sent with a valid key to a real app; each answer must pass exactly four checks:
+no 5xx, a declared status code, a declared content type, a body matching the declared
+schema. Hypothesis runs derandomized, so CI sees the same cases every time.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from ainfinity.api.main import create_app
+from ainfinity.core.config import Settings
+from tests.builders import API_KEY, SAMPLE_SFT, job_body
+from tests.conftest import MakeSettings
+from tests.sky_fake import RecordingSkyPilot
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+# Fuzzing-phase cases per operation; the examples and coverage phases add theirs.
+MAX_EXAMPLES_PER_OPERATION = 100
+MIN_TOTAL_CASES = 1000
+# A case that hangs fails after this long instead of stalling CI.
+REQUEST_TIMEOUT_SECONDS = 10
+# Jobs that exist in every fuzzed app: two queued, one finished (so delete can succeed).
+QUEUED_SEEDS = ("seed-0", "seed-1")
+FINISHED_SEED = "seed-2"
+SEEDS = (*QUEUED_SEEDS, FINISHED_SEED)
+# Streams of a job last as long as the job: only a finished one is streamed, so they end.
+STREAMING = frozenset({"/api/v1/jobs/{name}/logs", "/api/v1/jobs/{name}/events/stream"})
+# Streams every job's events from now on and never ends by itself: excluded, it would hold
+# each case until the request timeout. tests/ of the streams cover it.
+NEVER_ENDING = "/api/v1/events/stream"
+
+# Per operation: the cases sent, and how many of them were answered 2xx.
+executed: Counter[str] = Counter()
+succeeded: Counter[str] = Counter()
+
+
+def _openapi() -> dict[str, Any]:
+    """The app's OpenAPI document; building an app touches no files, so any home will do."""
+    home = Path(tempfile.gettempdir()) / "ainfinity-openapi-only"
+    return create_app(Settings(_env_file=None, home=home)).openapi()  # type: ignore[call-arg]
+
+
+# Loaded at import, so pytest collects one test per operation (schemathesis's lazy
+# `pytest.from_fixture` loader breaks on pytest 9: it sets `Node._nodeid`, which is gone).
+# Each case is sent to a fuzzed app of its own test (`fuzzed_app`), which serves this very
+# document (checked there).
+schema = schemathesis.openapi.from_dict(
+    _openapi(),
+    config=schemathesis.Config.from_dict(
+        {
+            # Both ways of sending the key, with the same key: generated security values
+            # would otherwise send two different keys and every case would stop at 401.
+            "headers": {"X-API-Key": API_KEY, "Authorization": f"Bearer {API_KEY}"},
+            "request-timeout": REQUEST_TIMEOUT_SECONDS,
+        }
+    ),
+).exclude(path=NEVER_ENDING)
+
+
+@pytest.fixture
+def fuzzed_app(make_settings: MakeSettings) -> Iterator[FastAPI]:
+    """A real app with a few jobs, for all the cases of one operation.
+
+    local_max_jobs=0: no job ever trains. The recording SDK: a generated skypilot job is
+    checked by SkyPilot's own offline validation and never reaches a SkyPilot server.
+    """
+    app = create_app(make_settings(local_max_jobs=0), skypilot_sdk=RecordingSkyPilot())
+    with TestClient(app, headers={"X-API-Key": API_KEY}) as client:
+        assert client.get("/openapi.json").json() == schema.raw_schema
+        for name in SEEDS:
+            created = client.post("/api/v1/jobs", json=job_body(name=name))
+            assert created.status_code == 202, created.text
+        cancelled = client.post(f"/api/v1/jobs/{FINISHED_SEED}/cancel")
+        assert cancelled.status_code == 202, cancelled.text
+    yield app
+    # The fuzzer ran the app's lifespan on its own event loop: end it (and its reconciler)
+    # now, not at interpreter exit.
+    asgi.shutdown_lifespans()
+
+
+def _pick(case: schemathesis.Case, choices: tuple[Any, ...]) -> Any | None:
+    """For about half the positive cases, one of `choices`, chosen from the case itself.
+
+    Random values almost never name a job or a readable dataset, so without this every
+    answer would be a 404 or 403 and the success schemas would go unchecked. crc32 (not
+    hash()) keeps the choice the same in every run.
+    """
+    if case.meta is None or case.meta.generation.mode is not GenerationMode.POSITIVE:
+        return None
+    digest = zlib.crc32(json.dumps([case.path_parameters, case.body], default=str).encode())
+    return None if digest % 2 else choices[(digest // 2) % len(choices)]
+
+
+def _aim_at_real_data(case: schemathesis.Case) -> None:
+    if case.path_parameters and "name" in case.path_parameters:
+        names = (FINISHED_SEED,) if case.operation.path in STREAMING else SEEDS
+        name = _pick(case, names)
+        if name is not None:
+            case.path_parameters["name"] = name
+    if case.operation.path.startswith("/api/v1/jobs") and isinstance(case.body, dict):
+        if _pick(case, (True,)):
+            case.body.update(dataset=str(SAMPLE_SFT), model="tiny-random-llama")
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES_PER_OPERATION,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    # too_slow: every case is a real request to a real app. function_scoped_fixture: one
+    # app (one store) serves all the cases of an operation on purpose, as a server would.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+def test_api_conforms_to_its_openapi(case: schemathesis.Case, fuzzed_app: FastAPI) -> None:
+    _aim_at_real_data(case)
+    response = case.call_and_validate(checks=CHECKS, app=fuzzed_app)
+    executed[case.operation.label] += 1
+    if 200 <= response.status_code < 300:
+        succeeded[case.operation.label] += 1
+
+
+def test_the_fuzzing_ran_enough_cases_and_reached_every_success() -> None:
+    """Runs after the fuzzing above (pytest keeps file order): it counts what really ran."""
+    operations = {result.ok().label for result in schema.get_all_operations()}
+    assert operations and not any(NEVER_ENDING in operation for operation in operations)
+    total = sum(executed.values())
+    assert total >= MIN_TOTAL_CASES, f"only {total} cases ran: {dict(executed)}"
+    assert set(executed) == operations, operations ^ set(executed)
+    assert set(succeeded) == operations, f"never answered 2xx: {operations - set(succeeded)}"
+
+
+def test_every_error_is_declared_as_the_json_error_body_the_app_sends(client: TestClient) -> None:
+    """FastAPI's defaults (its `HTTPValidationError`, errors in a route's own media type)
+    are replaced in one place (ainfinity.api.openapi_schema); app-wide errors are declared."""
+    document = client.get("/openapi.json").json()
+    assert not {"HTTPValidationError", "ValidationError"} & set(document["components"]["schemas"])
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            for status, response in responses.items():
+                if status.startswith(("4", "5")):
+                    assert response["content"] == error, (method, path, status)
+            if operation.get("requestBody"):
+                assert {"400", "413", "422"} <= set(responses), (method, path)
+            if path.startswith("/api/"):
+                assert {"401", "429"} <= set(responses), (method, path)
