@@ -18,6 +18,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -37,6 +38,12 @@ from ainfinity.schema.job import JOB_NAME_RE, JobRecord, JobStatus
 logger = logging.getLogger("ainfinity.store")
 
 _STALE_STAGING_SECONDS = 300
+# `write_atomic`'s temp names (other temp files, e.g. the job runner's, are not ours).
+_ATOMIC_TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+
+# Called with a job's record and its new events as they are written (the event journal,
+# webhook markers); in `update`, under the job's lock and before the record is replaced.
+WriteHook = Callable[[JobRecord, list[Event]], None]
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,7 @@ class JobStore:
         self.trash_dir = home / "trash"
         self.active_dir = home / "active"
         self.index = JobIndex(home / "index.sqlite3")
+        self.write_hooks: list[WriteHook] = []
 
     def initialize(self) -> None:
         """Create the store's directories and make sure the list index exists, building it
@@ -205,6 +213,7 @@ class JobStore:
             # After the rename: a row never points at a job that is not there yet. A crash
             # before this line leaves a job without a row, which start-up adds back.
             self.index.put(record)
+            self._run_write_hooks(record, [event])
         finally:
             if staged.root.exists():
                 shutil.rmtree(staged.root, ignore_errors=True)
@@ -338,7 +347,12 @@ class JobStore:
                 fh.write(b"".join(_event_line(e) for e in events))
                 fh.flush()
                 os.fsync(fh.fileno())
+        self._run_write_hooks(record, events)
         write_atomic(paths.record, _record_bytes(record))
+
+    def _run_write_hooks(self, record: JobRecord, events: list[Event]) -> None:
+        for hook in self.write_hooks:
+            hook(record, events)
 
     # -- delete ----------------------------------------------------------------------------
 
@@ -404,8 +418,18 @@ class JobStore:
                 self.release_marker(name)
             else:
                 self._mark_active(name)
+                self._drop_temp_files(name)
         self._sweep(self.staging_dir)
         self._sweep(self.trash_dir)
+
+    def _drop_temp_files(self, name: str) -> None:
+        """Delete what a process killed mid-`write_atomic` left in an unfinished job's
+        directory. Only unfinished jobs are written to, and every writer holds the job's
+        lock while its temp file exists: under that lock, any temp file is garbage."""
+        with contextlib.suppress(JobNotFound), self.locked(name) as paths:
+            for leftover in paths.root.glob(".*.tmp"):
+                if _ATOMIC_TEMP.match(leftover.name):
+                    leftover.unlink(missing_ok=True)
 
     def _sweep(self, directory: Path) -> None:
         # Leftovers of a crash; recent entries may belong to another worker at work.

@@ -33,6 +33,10 @@ def test_wheel_carries_the_template_and_finds_it_when_installed(tmp_path: Path) 
         packaged = archive.read("ainfinity/skylaunch/deepspeed.yaml")
     assert packaged == (ROOT / "skylaunch" / "deepspeed.yaml").read_bytes()
     assert "ainfinity/train/config/ds_config/zero3.json" in names
+    # The dashboard's page and every asset it serves (tests/test_dashboard.py) ship too.
+    dashboard = ROOT / "ainfinity" / "dashboard"
+    shipped = {p.relative_to(ROOT).as_posix() for p in dashboard.rglob("*") if p.is_file()}
+    assert "ainfinity/dashboard/assets/app.js" in shipped and shipped <= names
 
     target = tmp_path / "site"
     subprocess.run(

@@ -6,26 +6,33 @@ from fastapi import Depends, Request, Security
 
 from ainfinity.core.config import ApiKey, Settings
 from ainfinity.middleware.auth import require_api_key
+from ainfinity.observability.prometheus import ApiMetrics
 from ainfinity.services.skypilot_service import SkyPilotService
 from ainfinity.store import JobStore
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
     store: JobStore = request.app.state.store
     return store
 
 
-def get_service(request: Request) -> SkyPilotService:
+async def get_service(request: Request) -> SkyPilotService:
     service: SkyPilotService = request.app.state.service
     return service
+
+
+async def get_metrics(request: Request) -> ApiMetrics:
+    metrics: ApiMetrics = request.app.state.metrics
+    return metrics
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 ServiceDep = Annotated[SkyPilotService, Depends(get_service)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 CurrentKey = Annotated[ApiKey, Security(require_api_key)]

@@ -16,6 +16,10 @@ import anyio
 from fastapi import FastAPI, Request
 
 from ainfinity import __version__
+from ainfinity.api.dashboard import install_dashboard
+from ainfinity.api.docs import install_docs
+from ainfinity.api.metrics import build_metrics_router
+from ainfinity.api.openapi_schema import install_openapi
 from ainfinity.api.v1 import api_router
 from ainfinity.core.config import ApiKey, Settings, get_settings
 from ainfinity.core.logging import configure_logging
@@ -23,8 +27,10 @@ from ainfinity.exceptions import register_exception_handlers
 from ainfinity.middleware.auth import KeyRing, load_or_create_key_file
 from ainfinity.middleware.body_limit import BodySizeLimitMiddleware
 from ainfinity.middleware.cors import install_cors
+from ainfinity.middleware.metrics import MetricsMiddleware
 from ainfinity.middleware.rate_limit import RateLimitMiddleware, build_limiter
 from ainfinity.middleware.request_logging import RequestLoggingMiddleware
+from ainfinity.observability.prometheus import ApiMetrics
 from ainfinity.services.local_executor import LocalExecutor
 from ainfinity.services.sky_sdk import SkyPilotClient, SkyPilotSdk
 from ainfinity.services.skypilot_executor import SkyPilotExecutor
@@ -55,6 +61,8 @@ def create_app(
         },
         template=load_template(),
     )
+    metrics = ApiMetrics(store, service.executors)
+    service.reconciler.on_launch_stage = metrics.observe_launch
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,35 +82,49 @@ def create_app(
         service.on_change = wake_reconciler
         await anyio.to_thread.run_sync(service.startup)
         reconciler = asyncio.create_task(_reconcile_forever(service, wake, settings))
+        webhooks = asyncio.create_task(service.webhooks.run_forever())
         try:
             yield
         finally:
             # Jobs keep running: a restarted server picks them up again.
             service.on_change = lambda: None
             reconciler.cancel()
+            webhooks.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reconciler
+            with contextlib.suppress(asyncio.CancelledError):
+                await webhooks
+            metrics.shutdown()
 
     app = FastAPI(
         title="ainfinity",
         version=__version__,
         summary="Control plane for LLM fine-tuning: launch, watch and cancel jobs.",
         lifespan=lifespan,
+        # Served by install_docs from packaged assets instead of FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
     app.state.service = service
     app.state.keyring = KeyRing(settings.parsed_api_keys())
+    app.state.metrics = metrics
 
     register_exception_handlers(app)
+    install_openapi(app)
     # Added innermost first: logging sees every response, 401s and 429s included.
     limiter = build_limiter(settings)
     app.state.limiter = limiter
     app.add_middleware(RateLimitMiddleware, limiter=limiter, rate=settings.rate_limit)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_cors(app, settings)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestLoggingMiddleware)
     app.include_router(api_router)
+    app.include_router(build_metrics_router(require_key=settings.metrics_require_key))
+    install_docs(app)
+    install_dashboard(app)
 
     @app.get("/health", tags=["health"])
     async def health(request: Request) -> dict[str, str]:

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
+    # Prometheus scrapers usually hold no API key; set this where /metrics is reachable by others.
+    metrics_require_key: bool = False
 
     # Directories datasets may be read from (comma-separated); empty: the home's `data/` and,
     # in a source checkout, its `samples/`. Paths are resolved, so links cannot lead out.
@@ -98,6 +100,19 @@ class Settings(BaseSettings):
     skypilot_pip_spec: str | None = Field(None, min_length=1, max_length=1024)
     # How often the managed-jobs queue is read (one batched call for all active jobs).
     skypilot_poll_seconds: float = Field(10.0, gt=0, le=600)
+
+    # Streams (log follow, Server-Sent Events): how often an open stream looks for new
+    # lines, and how often an idle SSE stream sends a keep-alive comment.
+    stream_poll_seconds: float = Field(0.25, ge=0.01, le=10)
+    stream_ping_seconds: float = Field(15.0, gt=0, le=300)
+
+    # Webhooks: the HMAC-SHA256 key of `X-Ainfinity-Signature` (empty: deliveries are sent
+    # unsigned, without that header), and the retry schedule: attempt n+1 waits
+    # backoff * 2**(n-1) seconds after attempt n fails.
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(2.0, ge=0, le=3600)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
 
     @field_validator("cors_origins", "data_dirs", mode="before")
     @classmethod

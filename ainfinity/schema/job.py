@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -16,6 +17,10 @@ JOB_NAME_RE = re.compile(JOB_NAME_PATTERN)
 
 # Control characters (NUL, newlines, escapes) have no business in any identifier we pass on.
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+# A bucket URI. SkyPilot pastes file-mount sources unquoted into the shell command that
+# copies them onto every node (`aws s3 cp <source> <dst>`), so the path inside the bucket
+# is limited to characters no shell gives a meaning to (no `;|&$()<>{}*?'"` or spaces).
+BUCKET_URI_PATTERN = r"^(s3|gs|r2|cos|oci)://[a-z0-9][a-z0-9._-]*(/[A-Za-z0-9._/=+,@:%-]*)?$"
 
 
 class JobStatus(str, Enum):
@@ -124,6 +129,20 @@ class Resources(StrictModel):
     )
 
 
+def check_webhook_url(value: str) -> str:
+    """An http(s) URL with a host and a valid port, free of control characters."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise ValueError("webhook_url may not contain control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ValueError(f"webhook_url is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("webhook_url must be an http:// or https:// URL with a host")
+    return value
+
+
 MetadataKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 MetadataValue = Annotated[str, Field(max_length=1024)]
 
@@ -156,7 +175,7 @@ class JobCreate(StrictModel):
     output_uri: str | None = Field(
         None,
         max_length=4096,
-        pattern=r"^(s3|gs|r2|cos|oci)://[a-z0-9][a-z0-9._-]*(/[^\s]*)?$",
+        pattern=BUCKET_URI_PATTERN,
         description="SkyPilot executor: a bucket mounted as the output directory, so "
         "checkpoints survive preemption and a recovered run resumes from them.",
         examples=["s3://my-bucket/runs/llama-sft-1"],
@@ -170,6 +189,20 @@ class JobCreate(StrictModel):
         None, description="Defaults to the server's AINFINITY_EXECUTOR."
     )
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=64)
+    webhook_url: str | None = Field(
+        None,
+        min_length=8,
+        max_length=2048,
+        pattern=r"^https?://[^\s/?#@]+(/[^\s]*)?$",
+        description="Called with POST and the job's JSON once it ends (SUCCEEDED, FAILED or "
+        "CANCELLED), signed with `X-Ainfinity-Signature` when the server has a webhook secret.",
+        examples=["https://ci.example.com/hooks/ainfinity"],
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_has_a_host(cls, value: str | None) -> str | None:
+        return check_webhook_url(value) if value is not None else None
 
     @field_validator("metadata")
     @classmethod
@@ -258,15 +291,37 @@ class Job(PublicModel):
     output_dir: str
 
 
+class WebhookDelivery(PublicModel):
+    """The one delivery of a finished job's webhook: armed with the terminal status,
+    claimed by one worker at a time (`lease_until`), settled as delivered or failed."""
+
+    delivery_id: str
+    event: str
+    state: Literal["pending", "delivered", "failed"] = "pending"
+    attempts: int = 0
+    next_attempt_at: datetime
+    lease_until: datetime | None = None
+
+
+_PUBLIC_FIELDS = set(Job.model_fields)
+
+
 class JobRecord(Job):
     """What `job.json` holds: the public job plus what only the server needs."""
 
     owner: str | None = None
     executor_state: dict[str, Any] = Field(default_factory=dict)
     cancel_requested_at: datetime | None = None
+    # How far into metrics.jsonl the event journal has published metric records (bytes).
+    metrics_published: int = 0
+    webhook: WebhookDelivery | None = None
 
     def public(self) -> Job:
-        return Job.model_validate(self.model_dump(include=set(Job.model_fields)))
+        return Job.model_validate(self.model_dump(include=_PUBLIC_FIELDS))
+
+    def public_json(self) -> bytes:
+        """The public job as JSON, without building a `Job` first (the hot read path)."""
+        return self.model_dump_json(include=_PUBLIC_FIELDS).encode()
 
 
 class JobList(PublicModel):

@@ -23,6 +23,7 @@ from ainfinity.core.config import Settings
 from ainfinity.exceptions import JobNotFound
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JobRecord, JobStatus
+from ainfinity.services.event_feed import EventFeed
 from ainfinity.services.executor import Executor, LaunchError, Observation
 from ainfinity.services.failure import classify_failure
 from ainfinity.services.progress import progress_from
@@ -50,12 +51,16 @@ class Reconciler:
         store: JobStore,
         executors: Mapping[str, Executor],
         wake: Callable[[], None],
+        feed: EventFeed,
     ) -> None:
         self.settings = settings
         self.store = store
         self.executors = executors
+        self.feed = feed
         # Asks for another pass at once (a job was just launched).
         self.wake = wake
+        # Told when a job first reaches STARTING or RUNNING (the launch-latency metric).
+        self.on_launch_stage: Callable[[JobRecord], None] = lambda record: None
         self._reconcile_mutex = threading.Lock()
 
     def startup(self) -> None:
@@ -121,6 +126,8 @@ class Reconciler:
         for record in (r for records in live.values() for r in records):
             try:
                 observed = self._observe(record.name)
+                if record.started_at is None and observed.started_at is not None:
+                    self.on_launch_stage(observed)
                 if not observed.status.is_terminal:
                     running[observed.executor] += 1
             except JobNotFound:
@@ -134,7 +141,10 @@ class Reconciler:
             capacity = executor.capacity()
             if capacity is not None and running[record.executor] >= capacity:
                 continue
-            if self._launch(record.name).status != JobStatus.PENDING:
+            launched_record = self._launch(record.name)
+            if launched_record.status == JobStatus.STARTING:
+                self.on_launch_stage(launched_record)
+            if launched_record.status != JobStatus.PENDING:
                 running[record.executor] += 1
                 launched = True
         if launched:
@@ -195,11 +205,13 @@ class Reconciler:
     def _refresh_progress(self, record: JobRecord) -> bool:
         train, evaluation = latest_metrics(self.store.paths(record.name).metrics)
         progress = progress_from(train, evaluation, previous=record.progress)
-        if progress is None or progress == record.progress:
-            return False
-        record.progress = progress
-        record.updated_at = utcnow()
-        return True
+        changed = progress is not None and progress != record.progress
+        if changed:
+            record.progress = progress
+            record.updated_at = utcnow()
+        # The streams' metric and progress messages, before this update's status event.
+        published = self.feed.publish_run_output(record, progress_changed=changed)
+        return changed or published
 
     def _finish(self, record: JobRecord, observation: Observation) -> Event:
         if record.cancel_requested_at is not None:

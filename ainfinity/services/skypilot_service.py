@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,16 @@ from ainfinity.schema.activity import Event, EventType, Metric
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobRecord, JobSpec, JobStatus
 from ainfinity.services.dataset_stats import describe_dataset
+from ainfinity.services.event_feed import EventFeed, FeedMessage
 from ainfinity.services.executor import Executor
 from ainfinity.services.job_inputs import resolve_dataset, resolve_model
+from ainfinity.services.log_follow import follow_file, tail_offset
 from ainfinity.services.reconciler import Reconciler
 from ainfinity.services.run_output import read_log, read_metrics
 from ainfinity.services.sky_catalog import estimate_cost, validate_task
 from ainfinity.services.task_render import dump_job_config, dump_task, render_job
 from ainfinity.services.transitions import transition, utcnow
+from ainfinity.services.webhooks import WebhookDispatcher
 from ainfinity.store import JobPage, JobPaths, JobStore, decode_cursor
 from ainfinity.train.checkpoints import list_checkpoints
 
@@ -74,8 +77,11 @@ class SkyPilotService:
         # Set by the app to wake its reconciler loop early (after a create or cancel).
         self.on_change: Callable[[], None] = lambda: None
         self.idempotency = IdempotencyKeys(store.home)
+        self.feed = EventFeed(settings, store)
+        self.webhooks = WebhookDispatcher(settings, store)
+        store.write_hooks.extend([self.feed.on_write, self.webhooks.on_write])
         self.reconciler = Reconciler(
-            settings=settings, store=store, executors=executors, wake=self._notify
+            settings=settings, store=store, executors=executors, wake=self._notify, feed=self.feed
         )
         for executor in executors.values():
             executor.notify = self._notify
@@ -265,6 +271,53 @@ class SkyPilotService:
     def read_logs(self, name: str, *, tail: int | None, caller: ApiKey) -> str:
         return read_log(self._visible(name, caller).log, tail)
 
+    def follow_logs(
+        self, name: str, *, tail: int | None, caller: ApiKey, stopping: Callable[[], bool]
+    ) -> AsyncIterator[bytes]:
+        """The log from its start (or its last `tail` lines), then as it is written, until
+        the job ends. Visibility is checked here, before anything is streamed."""
+        record = self.get_job(name, caller=caller)
+        path = self.store.paths(name).log
+        return follow_file(
+            path,
+            start=tail_offset(path, tail) if tail is not None else 0,
+            finished=lambda: self._ended(record),
+            poll_seconds=self.settings.stream_poll_seconds,
+            stopping=stopping,
+        )
+
+    def job_event_stream(
+        self,
+        name: str,
+        *,
+        caller: ApiKey,
+        last_event_id: int | None,
+        stopping: Callable[[], bool],
+    ) -> AsyncIterator[FeedMessage]:
+        """The job's feed from its creation, or after `last_event_id`; ends with the job."""
+        record = self.get_job(name, caller=caller)
+        first = self.feed.job_start(name)
+        start = max(first, self.feed.resume_point(last_event_id, default=first))
+        return self.feed.job_stream(record, start=start, stopping=stopping)
+
+    def event_stream(
+        self, *, caller: ApiKey, last_event_id: int | None, stopping: Callable[[], bool]
+    ) -> AsyncIterator[FeedMessage]:
+        """Every visible job's feed from now, or after `last_event_id`, until the client leaves."""
+        now = self.feed.journal.size()
+        start = self.feed.resume_point(last_event_id, default=-1)
+        announce = start < 0
+        return self.feed.global_stream(
+            caller, start=now if announce else start, announce=announce, stopping=stopping
+        )
+
+    def _ended(self, watched: JobRecord) -> bool:
+        try:
+            current = self.store.get(watched.name)
+        except JobNotFound:
+            return True
+        return current.created_at != watched.created_at or current.status.is_terminal
+
     def list_events(self, name: str, *, caller: ApiKey) -> list[Event]:
         self._visible(name, caller)
         return self.store.read_events(name)
@@ -292,6 +345,7 @@ class SkyPilotService:
 
     def startup(self) -> None:
         """Re-derive what is active from the records, then check each job against reality."""
+        self.idempotency.sweep()
         self.reconciler.startup()
 
     def reconcile(self) -> None:

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Security
 
-from ainfinity.api.v1 import jobs
+from ainfinity.api.v1 import jobs, streams
 from ainfinity.middleware.auth import require_api_key
 from ainfinity.schema.error import ErrorResponse
 
@@ -16,3 +16,4 @@ api_router = APIRouter(
     },
 )
 api_router.include_router(jobs.router)
+api_router.include_router(streams.router)

@@ -1,0 +1,78 @@
+// The API client: every call carries the key from sessionStorage as X-API-Key.
+// The key never goes into a URL, so it cannot leak through logs or the Referer header.
+
+const KEY_ITEM = "ainfinity.apiKey";
+
+export const API_BASE = document.querySelector('meta[name="ainfinity-api"]').content;
+
+export class ApiError extends Error {
+  constructor(status, code, msg) {
+    super(msg);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export function storedKey() {
+  return sessionStorage.getItem(KEY_ITEM);
+}
+
+export function storeKey(key) {
+  sessionStorage.setItem(KEY_ITEM, key);
+}
+
+export function forgetKey() {
+  sessionStorage.removeItem(KEY_ITEM);
+}
+
+export function authHeaders(key = storedKey()) {
+  return key ? { "X-API-Key": key } : {};
+}
+
+// Whoever shows the login form listens for this: a 401 anywhere means the key is gone.
+export const UNAUTHORIZED_EVENT = "ainfinity:unauthorized";
+
+async function errorOf(response) {
+  let code = "http_" + response.status;
+  let msg = response.statusText || "Request failed";
+  try {
+    const body = await response.json();
+    if (body && body.detail && body.detail.code) {
+      code = body.detail.code;
+      msg = body.detail.msg;
+    }
+  } catch {
+    // Not our JSON error body (a proxy's page, say): keep the status line.
+  }
+  return new ApiError(response.status, code, msg);
+}
+
+/**
+ * Request `path` under /api/v1 and return the (ok) response; an error answer throws.
+ * `key` overrides the stored key (the login form checks a key before keeping it).
+ */
+export async function request(path, { method = "GET", accept = "application/json", key, signal } = {}) {
+  const response = await fetch(API_BASE + path, {
+    method,
+    headers: { Accept: accept, ...authHeaders(key) },
+    cache: "no-store",
+    signal,
+  });
+  if (!response.ok) {
+    const error = await errorOf(response);
+    if (response.status === 401 && key === undefined) {
+      window.dispatchEvent(new CustomEvent(UNAUTHORIZED_EVENT));
+    }
+    throw error;
+  }
+  return response;
+}
+
+/** Call `path` under /api/v1 and return its parsed JSON. */
+export async function api(path, options = {}) {
+  return (await request(path, options)).json();
+}
+
+export function jobPath(name) {
+  return "/jobs/" + encodeURIComponent(name);
+}
