@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from ainfinity.middleware.auth import document_bearer
 from ainfinity.middleware.rate_limit import LIMITED_PREFIX
 from ainfinity.schema.error import ErrorResponse
 
@@ -41,7 +42,7 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = with_error_responses(generate())
+            app.openapi_schema = document_bearer(with_error_responses(generate()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
