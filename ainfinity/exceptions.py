@@ -42,6 +42,12 @@ class PathNotAllowed(AinfinityError):
     msg = "That path is outside the directories this server reads from."
 
 
+class WebhookNotAllowed(AinfinityError):
+    status_code = 403
+    code = "webhook_not_allowed"
+    msg = "That webhook host is not one this server posts to (AINFINITY_WEBHOOK_HOSTS)."
+
+
 class JobNotFound(AinfinityError):
     status_code = 404
     code = "job_not_found"

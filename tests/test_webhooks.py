@@ -274,3 +274,29 @@ def test_invalid_webhook_urls_are_refused(client: TestClient, url: str) -> None:
     assert response.status_code == 422, url
     assert response.json()["detail"]["code"] == "validation_error"
     assert client.get("/api/v1/jobs").json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://hooks.example.com/ci", True),
+        ("https://HOOKS.example.com./ci", True),
+        ("https://build.corp.example/x", True),
+        ("https://corp.example/x", False),  # `*.` names subdomains only
+        ("http://127.0.0.1:9/", False),
+        ("https://hooks.example.com.evil.test/", False),
+        ("https://evilcorp.example/", False),
+    ],
+)
+def test_webhook_hosts_confine_where_the_server_posts(
+    make_settings: MakeSettings, url: str, allowed: bool
+) -> None:
+    settings = make_settings(webhook_hosts=["hooks.example.com", "*.corp.example"])
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        response = client.post("/api/v1/jobs", json=job_body(name="hooked", webhook_url=url))
+        if allowed:
+            assert response.status_code == 202, response.text
+        else:
+            assert response.status_code == 403, response.text
+            assert response.json()["detail"]["code"] == "webhook_not_allowed"
+            assert client.get("/api/v1/jobs/hooked").status_code == 404

@@ -113,8 +113,11 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     webhook_backoff_seconds: float = Field(2.0, ge=0, le=3600)
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    # Hosts a webhook_url may name, comma-separated: `hooks.example.com`, or `*.example.com`
+    # for its subdomains. Empty: any host (the server then POSTs wherever a key holder asks).
+    webhook_hosts: Annotated[list[str], NoDecode] = []
 
-    @field_validator("cors_origins", "data_dirs", mode="before")
+    @field_validator("cors_origins", "data_dirs", "webhook_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -39,7 +39,7 @@ from ainfinity.services.run_output import read_log, read_metrics
 from ainfinity.services.sky_catalog import estimate_cost, validate_task
 from ainfinity.services.task_render import dump_job_config, dump_task, render_job
 from ainfinity.services.transitions import transition, utcnow
-from ainfinity.services.webhooks import WebhookDispatcher
+from ainfinity.services.webhooks import WebhookDispatcher, check_webhook_host
 from ainfinity.store import JobPage, JobPaths, JobStore, decode_cursor
 from ainfinity.train.checkpoints import list_checkpoints
 
@@ -99,6 +99,8 @@ class SkyPilotService:
             raise InvalidSpec("The local executor runs one node; num_nodes must be 1.")
         if executor_name == "local" and request.output_uri is not None:
             raise InvalidSpec("output_uri needs the skypilot executor; local jobs write locally.")
+        if request.webhook_url is not None:
+            check_webhook_host(request.webhook_url, self.settings.webhook_hosts)
         name = request.name or generate_name()
         # Early answer for a taken name, before the dataset is read row by row; the store's
         # create() is what guarantees uniqueness against concurrent creators.

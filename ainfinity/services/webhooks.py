@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from ainfinity import __version__
 from ainfinity.core.config import Settings
-from ainfinity.exceptions import JobNotFound
+from ainfinity.exceptions import JobNotFound, WebhookNotAllowed
 from ainfinity.schema.activity import Event, EventType
 from ainfinity.schema.job import JobRecord
 from ainfinity.services.transitions import SYSTEM_ACTOR, utcnow
@@ -286,3 +286,15 @@ def _redirect_note(response: httpx.Response) -> str:
     if 300 <= response.status_code < 400:
         return " (redirect not followed: only 307/308 to the same host are)"
     return ""
+
+
+def check_webhook_host(url: str, allowed: list[str]) -> None:
+    """Refuse a webhook host outside `allowed` (`host`, or `*.domain` for its subdomains);
+    an empty list allows any host."""
+    if not allowed:
+        return
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    for pattern in (entry.lower().rstrip(".") for entry in allowed):
+        if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+            return
+    raise WebhookNotAllowed()
