@@ -193,10 +193,14 @@ class JobIndex:
         """Every indexed name with its created_us."""
         return dict(self._conn().execute("SELECT name, created_us FROM jobs"))
 
-    def active_names(self) -> list[str]:
+    def active_rows(self) -> list[IndexRow]:
+        """The rows of unfinished jobs."""
         marks = ",".join("?" * len(_ACTIVE))
-        rows = self._conn().execute(f"SELECT name FROM jobs WHERE status IN ({marks})", _ACTIVE)
-        return [name for (name,) in rows]
+        rows = self._conn().execute(
+            f"SELECT name, created_us, owner, status, executor FROM jobs WHERE status IN ({marks})",
+            _ACTIVE,
+        )
+        return [IndexRow(*row) for row in rows]
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Jobs by (status, executor)."""

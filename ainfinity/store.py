@@ -407,7 +407,8 @@ class JobStore:
         for name in indexed.keys() - on_disk:
             if not self.exists(name):
                 self.index.remove(name, indexed[name])
-        for name in set(self.index.active_names()) | set(self.active_names()):
+        indexed_active = {row.name for row in self.index.active_rows()}
+        for name in indexed_active | set(self.active_names()):
             try:
                 record = self.get(name)
             except (JobNotFound, ValidationError, NotADirectoryError):

@@ -192,3 +192,33 @@ def test_changes_are_seen_without_waiting_for_a_tick(make_settings: object) -> N
         job = wait_for(client, "prompt", {"SUCCEEDED", "FAILED"}, timeout=50)
         assert job["status"] == "SUCCEEDED"
         assert statuses(client, "prompt") == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]
+
+
+def test_a_pass_reads_no_queued_job_and_launches_the_oldest_first(
+    make_settings: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(local_max_jobs=0)  # type: ignore[operator]
+    app = create_app(settings)
+    with TestClient(app, headers={"X-API-Key": API_KEY}) as client:
+        # Created newest-name first, so that the oldest job is not the first name.
+        names = [f"queued-{n:02d}" for n in reversed(range(12))]
+        for name in names:
+            assert client.post("/api/v1/jobs", json=job_body(name=name)).status_code == 202
+        store = app.state.store
+        reads: list[str] = []
+        get = store.get
+        monkeypatch.setattr(store, "get", lambda name: reads.append(name) or get(name))
+        app.state.service.reconcile()
+        assert reads == []  # a queue of any length costs one index query per pass
+
+        settings.local_max_jobs = 1
+        app.state.service.reconcile()
+        oldest = names[0]
+        assert client.get(f"/api/v1/jobs/{oldest}").json()["status"] in {"STARTING", "RUNNING"}
+        also_launched = [
+            n for n in names[1:] if client.get(f"/api/v1/jobs/{n}").json()["status"] != "PENDING"
+        ]
+        assert also_launched == []
+        settings.local_max_jobs = 0  # nothing takes the slot the cancel frees
+        client.post(f"/api/v1/jobs/{oldest}/cancel")
+        wait_for(client, oldest, {"CANCELLED", "SUCCEEDED", "FAILED"}, timeout=30)

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from ainfinity.core.config import Settings
 from ainfinity.exceptions import JobNotFound
+from ainfinity.job_index import IndexRow
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JobRecord, JobStatus
 from ainfinity.services.event_feed import EventFeed
@@ -99,10 +101,17 @@ class Reconciler:
 
     def _reconcile_locked(self) -> None:
         running: Counter[str] = Counter()
-        pending: list[JobRecord] = []
+        pending: list[IndexRow] = []
         live: dict[str, list[JobRecord]] = {}
         launched = False
+        queued = self._queued_by_index()
         for name in self.store.active_names():
+            if name in queued:
+                # Queued jobs are not read on every pass: their rows say enough to pick the
+                # next one to launch, and `_launch` reads the record under its lock. So a
+                # pass costs the same with 10 or 10,000 jobs waiting.
+                pending.append(queued[name])
+                continue
             try:
                 record = self.store.get(name)
             except JobNotFound:
@@ -115,7 +124,7 @@ class Reconciler:
             if record.status.is_terminal:
                 self.store.release_marker(name)
             elif record.status == JobStatus.PENDING:
-                pending.append(record)
+                pending.append(IndexRow.of(record))
             else:
                 live.setdefault(record.executor, []).append(record)
         for executor_name, records in live.items():
@@ -134,22 +143,37 @@ class Reconciler:
                 self.store.release_marker(record.name)
             except (ValidationError, OSError, yaml.YAMLError):
                 logger.exception("cannot reconcile job", extra={"job": record.name})
-        for record in sorted(pending, key=lambda r: (r.created_at, r.name)):
-            executor = self.executors.get(record.executor)
+        for row in sorted(pending, key=lambda r: (r.created_us, r.name)):
+            executor = self.executors.get(row.executor)
             if executor is None:
                 continue
             capacity = executor.capacity()
-            if capacity is not None and running[record.executor] >= capacity:
+            if capacity is not None and running[row.executor] >= capacity:
                 continue
-            launched_record = self._launch(record.name)
+            try:
+                launched_record = self._launch(row.name)
+            except JobNotFound:
+                self.store.release_marker(row.name)
+                continue
             if launched_record.status == JobStatus.STARTING:
                 self.on_launch_stage(launched_record)
-            if launched_record.status != JobStatus.PENDING:
-                running[record.executor] += 1
+            # Not launched: still queued, or ended meanwhile (cancelled, or a launch error).
+            if launched_record.status != JobStatus.PENDING and not (
+                launched_record.status.is_terminal
+            ):
+                running[row.executor] += 1
                 launched = True
         if launched:
             # Look again at once: a launched job is RUNNING as soon as its process is seen.
             self.wake()
+
+    def _queued_by_index(self) -> dict[str, IndexRow]:
+        try:
+            rows = self.store.index.active_rows()
+        except sqlite3.DatabaseError:
+            logger.exception("job index unreadable; reading every active job")
+            return {}
+        return {row.name: row for row in rows if row.status == JobStatus.PENDING.value}
 
     def _launch(self, name: str) -> JobRecord:
         def change(record: JobRecord) -> list[Event] | None:
