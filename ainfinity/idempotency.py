@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ainfinity.exceptions import IdempotencyConflict
-from ainfinity.store import write_atomic
+from ainfinity.job_files import write_atomic
 
 logger = logging.getLogger("ainfinity.idempotency")
 

@@ -18,6 +18,7 @@ may lose the last transactions on a power cut, which the start-up check repairs.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import logging
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ainfinity.schema.job import JobRecord, JobStatus
+from ainfinity.schema.job import JOB_NAME_RE, JobRecord, JobStatus
 
 logger = logging.getLogger("ainfinity.index")
 
@@ -232,3 +233,40 @@ def _upsert(conn: sqlite3.Connection, row: IndexRow) -> None:
         "owner = excluded.owner, status = excluded.status, executor = excluded.executor",
         (row.name, row.created_us, row.owner, row.status, row.executor),
     )
+
+
+# -- pages -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """A page of `list_jobs`."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None
+
+
+def encode_cursor(record: JobRecord) -> str:
+    raw = f"{record.created_at.isoformat()}|{record.name}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str] | None:
+    """The (created time key, name) a page ended at, or None for a cursor we did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, sep, name = raw.partition("|")
+        moment = datetime.fromisoformat(created)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (time_key(moment), name) if sep and JOB_NAME_RE.match(name) else None
+
+
+def matches(record: JobRecord, status: JobStatus | None, owner: str | None) -> bool:
+    return (status is None or record.status == status) and (owner is None or record.owner == owner)
+
+
+def page_of(records: list[JobRecord], limit: int) -> JobPage:
+    page = records[:limit]
+    more = len(records) > limit
+    return JobPage(jobs=page, next_cursor=encode_cursor(page[-1]) if more and page else None)

@@ -12,132 +12,33 @@ Guarantees, across threads and processes (several uvicorn workers):
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import fcntl
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from ainfinity.exceptions import JobExists, JobNotFound
-from ainfinity.job_index import JobIndex, time_key
+from ainfinity.job_files import ATOMIC_TEMP, JobPaths, fsync_dir, write_atomic
+from ainfinity.job_index import JobIndex, JobPage, decode_cursor, matches, page_of, time_key
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JOB_NAME_RE, JobRecord, JobStatus
 
 logger = logging.getLogger("ainfinity.store")
 
 _STALE_STAGING_SECONDS = 300
-# `write_atomic`'s temp names (other temp files, e.g. the job runner's, are not ours).
-_ATOMIC_TEMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
 # Called with a job's record and its new events as they are written (the event journal,
 # webhook markers); in `update`, under the job's lock and before the record is replaced.
 WriteHook = Callable[[JobRecord, list[Event]], None]
-
-
-@dataclass(frozen=True)
-class JobPaths:
-    """Where each of a job's files lives."""
-
-    root: Path
-
-    @property
-    def record(self) -> Path:
-        return self.root / "job.json"
-
-    @property
-    def events(self) -> Path:
-        return self.root / "events.jsonl"
-
-    @property
-    def task(self) -> Path:
-        return self.root / "task.yaml"
-
-    @property
-    def workdir(self) -> Path:
-        return self.root / "workdir"
-
-    @property
-    def job_config(self) -> Path:
-        return self.workdir / "job_config.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "run.log"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def output(self) -> Path:
-        return self.root / "output"
-
-    @property
-    def exit_status(self) -> Path:
-        return self.root / "exit.json"
-
-    @property
-    def run_script(self) -> Path:
-        return self.root / "run.sh"
-
-
-@dataclass(frozen=True)
-class JobPage:
-    """A page of `list_jobs`."""
-
-    jobs: list[JobRecord]
-    next_cursor: str | None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def encode_cursor(record: JobRecord) -> str:
-    raw = f"{record.created_at.isoformat()}|{record.name}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, str] | None:
-    """The (created time key, name) a page ended at, or None for a cursor we did not make."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, sep, name = raw.partition("|")
-        moment = datetime.fromisoformat(created)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return (time_key(moment), name) if sep and JOB_NAME_RE.match(name) else None
 
 
 class JobStore:
@@ -206,7 +107,7 @@ class JobStore:
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                     raise JobExists(f"A job named {record.name!r} already exists.") from None
                 raise
-            _fsync_dir(self.jobs_dir)
+            fsync_dir(self.jobs_dir)
             # Again: a reconciler that found no job under this name a moment ago (a delete
             # just before this create) may have dropped the marker in between.
             self._mark_active(record.name)
@@ -265,14 +166,14 @@ class JobStore:
             for row in rows:
                 with contextlib.suppress(JobNotFound, ValidationError):
                     record = self.get(row.name)
-                    if _matches(record, status, owner) and time_key(record.created_at) == (
+                    if matches(record, status, owner) and time_key(record.created_at) == (
                         row.created_us
                     ):
                         records.append(record)
             if len(rows) < want:
                 break
             after = (rows[-1].created_us, rows[-1].name)
-        return _page_of(records, limit)
+        return page_of(records, limit)
 
     def _list_scanning(
         self,
@@ -285,11 +186,11 @@ class JobStore:
         records = [
             record
             for record in self._all_records()
-            if _matches(record, status, owner)
+            if matches(record, status, owner)
             and (after is None or (time_key(record.created_at), record.name) < after)
         ]
         records.sort(key=lambda r: (time_key(r.created_at), r.name), reverse=True)
-        return _page_of(records[: limit + 1], limit)
+        return page_of(records[: limit + 1], limit)
 
     def read_events(self, name: str) -> list[Event]:
         path = self.paths(name).events
@@ -429,7 +330,7 @@ class JobStore:
         lock while its temp file exists: under that lock, any temp file is garbage."""
         with contextlib.suppress(JobNotFound), self.locked(name) as paths:
             for leftover in paths.root.glob(".*.tmp"):
-                if _ATOMIC_TEMP.match(leftover.name):
+                if ATOMIC_TEMP.match(leftover.name):
                     leftover.unlink(missing_ok=True)
 
     def _sweep(self, directory: Path) -> None:
@@ -439,16 +340,6 @@ class JobStore:
             with contextlib.suppress(FileNotFoundError):
                 if entry.stat().st_mtime < cutoff:
                     shutil.rmtree(entry, ignore_errors=True)
-
-
-def _matches(record: JobRecord, status: JobStatus | None, owner: str | None) -> bool:
-    return (status is None or record.status == status) and (owner is None or record.owner == owner)
-
-
-def _page_of(records: list[JobRecord], limit: int) -> JobPage:
-    page = records[:limit]
-    more = len(records) > limit
-    return JobPage(jobs=page, next_cursor=encode_cursor(page[-1]) if more and page else None)
 
 
 def _record_bytes(record: JobRecord) -> bytes:

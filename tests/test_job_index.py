@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from ainfinity.job_files import write_atomic
+from ainfinity.job_index import JobPage
 from ainfinity.schema.job import JobRecord, JobStatus
-from ainfinity.store import JobPage, JobStore, write_atomic
+from ainfinity.store import JobStore
 from tests.test_store import finish_as, make_record
 
 OWNERS = ("alice", "bob", None)

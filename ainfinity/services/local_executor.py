@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ainfinity.core.config import Settings
+from ainfinity.job_files import JobPaths, write_atomic
 from ainfinity.schema.job import JobRecord, JobStatus
 from ainfinity.services.executor import Observation
 from ainfinity.services.run_output import read_exit_status
-from ainfinity.store import JobPaths, write_atomic
 
 logger = logging.getLogger("ainfinity.local")
 

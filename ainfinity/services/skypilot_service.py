@@ -26,6 +26,8 @@ from ainfinity.exceptions import (
     NotImplementedYet,
 )
 from ainfinity.idempotency import IdempotencyKeys, fingerprint
+from ainfinity.job_files import JobPaths
+from ainfinity.job_index import JobPage, decode_cursor
 from ainfinity.schema.activity import Event, EventType, Metric
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobRecord, JobSpec, JobStatus
@@ -40,7 +42,7 @@ from ainfinity.services.sky_catalog import estimate_cost, validate_task
 from ainfinity.services.task_render import dump_job_config, dump_task, render_job
 from ainfinity.services.transitions import transition, utcnow
 from ainfinity.services.webhooks import WebhookDispatcher, check_webhook_host
-from ainfinity.store import JobPage, JobPaths, JobStore, decode_cursor
+from ainfinity.store import JobStore
 from ainfinity.train.checkpoints import list_checkpoints
 
 logger = logging.getLogger("ainfinity.service")
