@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ainfinity.services.sky_catalog import validate_task
+from ainfinity.executors.sky_catalog import validate_task
 
 
 class RecordingSkyPilot:

@@ -1,5 +1,5 @@
 """SIGKILL a `uvicorn --workers 4` in the middle of a stream of launches, restart it on the
-same home, and check what the store promises (ainfinity/store.py):
+same home, and check what the store promises (ainfinity/store/job_store.py):
 
 - every job whose POST was answered 202 is there, whole, and listed by the API;
 - `jobs/` never holds a partial job, and no temp file or torn JSON is left outside
@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ainfinity.store import _STALE_STAGING_SECONDS
+from ainfinity.store.job_store import _STALE_STAGING_SECONDS
 from tests.builders import job_body
 from tests.servers import UvicornServer
 from tests.store_checks import check_home, list_all

@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from ainfinity.core.config import Settings
-from ainfinity.idempotency import KEY_TTL_SECONDS, IdempotencyKeys
+from ainfinity.store.idempotency import KEY_TTL_SECONDS, IdempotencyKeys
 from tests.builders import API_KEY, OTHER_KEY, job_body
 
 

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
-from ainfinity.services.task_render import load_template
+from ainfinity.jobs.task_render import load_template
 from tests.builders import API_KEY, SAMPLE_SFT, job_body
 from tests.conftest import MakeSettings
 from tests.probes import (

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
-from ainfinity.services.task_render import load_template
+from ainfinity.jobs.task_render import load_template
 from tests.builders import SAMPLE_SFT, job_body, wait_for, write_jsonl
 from tests.probes import (
     DEAD_WEBHOOK,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ainfinity.job_files import write_atomic
-from ainfinity.job_index import JobPage
 from ainfinity.schema.job import JobRecord, JobStatus
-from ainfinity.store import JobStore
+from ainfinity.store.job_files import write_atomic
+from ainfinity.store.job_index import JobPage
+from ainfinity.store.job_store import JobStore
 from tests.test_store import finish_as, make_record
 
 OWNERS = ("alice", "bob", None)

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
+from ainfinity.jobs.task_render import load_template
 from ainfinity.schema.job import JOB_NAME_RE
-from ainfinity.services.task_render import load_template
 from tests.builders import API_KEY, SAMPLE_SFT, job_body, write_jsonl
 from tests.conftest import MakeSettings
 from tests.sky_fake import RecordingSkyPilot

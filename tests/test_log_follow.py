@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ainfinity.core.config import Settings
-from ainfinity.services.log_follow import tail_offset
-from ainfinity.services.run_output import tail_bytes
+from ainfinity.jobs.log_follow import tail_offset
+from ainfinity.jobs.run_output import tail_bytes
 from tests.builders import job_body
 
 pytestmark = pytest.mark.timeout(240)

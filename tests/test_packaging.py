@@ -58,7 +58,7 @@ def test_wheel_carries_the_template_and_finds_it_when_installed(tmp_path: Path) 
         [
             sys.executable,
             "-c",
-            "from ainfinity.services.task_render import find_template; print(find_template())",
+            "from ainfinity.jobs.task_render import find_template; print(find_template())",
         ],
         check=True,
         capture_output=True,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ainfinity.services.failure import classify_failure
-from ainfinity.services.run_output import (
+from ainfinity.jobs.failure import classify_failure
+from ainfinity.jobs.run_output import (
     failure_log,
     latest_metrics,
     read_log,

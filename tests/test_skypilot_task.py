@@ -20,10 +20,8 @@ from ainfinity import __version__
 from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
 from ainfinity.exceptions import InvalidDataset, InvalidSpec
-from ainfinity.job_files import JobPaths
-from ainfinity.schema.job import JobSpec
-from ainfinity.services.sky_catalog import validate_task
-from ainfinity.services.task_render import (
+from ainfinity.executors.sky_catalog import validate_task
+from ainfinity.jobs.task_render import (
     RenderedJob,
     dump_task,
     job_config,
@@ -31,6 +29,8 @@ from ainfinity.services.task_render import (
     render_job,
     render_task,
 )
+from ainfinity.schema.job import JobSpec
+from ainfinity.store.job_files import JobPaths
 from tests.builders import API_KEY, SAMPLE_SFT, SAMPLE_TEXT, job_body
 from tests.conftest import MakeSettings
 from tests.sky_fake import RecordingSkyPilot

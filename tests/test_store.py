@@ -10,7 +10,7 @@ from pathlib import Path
 from ainfinity.exceptions import JobExists
 from ainfinity.schema.activity import Event, EventType
 from ainfinity.schema.job import JobRecord, JobSpec, JobStatus
-from ainfinity.store import JobStore
+from ainfinity.store.job_store import JobStore
 
 
 def make_record(name: str, home: Path) -> tuple[JobRecord, Event]:

@@ -8,8 +8,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from ainfinity.core.config import Settings
+from ainfinity.jobs.progress import progress_from
 from ainfinity.schema.activity import Metric
-from ainfinity.services.progress import progress_from
 from tests.builders import ROOT, SAMPLE_TEXT, job_body, write_jsonl
 
 SAMPLE_CHAT = ROOT / "samples" / "tiny_chat.jsonl"

@@ -5,10 +5,10 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 
 from ainfinity.core.config import ApiKey, Settings
+from ainfinity.jobs.service import SkyPilotService
 from ainfinity.middleware.auth import require_api_key
 from ainfinity.observability.prometheus import ApiMetrics
-from ainfinity.services.skypilot_service import SkyPilotService
-from ainfinity.store import JobStore
+from ainfinity.store.job_store import JobStore
 
 
 async def get_settings(request: Request) -> Settings:

@@ -24,6 +24,11 @@ from ainfinity.api.v1 import api_router
 from ainfinity.core.config import ApiKey, Settings, get_settings
 from ainfinity.core.logging import configure_logging
 from ainfinity.exceptions import register_exception_handlers
+from ainfinity.executors.local import LocalExecutor
+from ainfinity.executors.sky_sdk import SkyPilotClient, SkyPilotSdk
+from ainfinity.executors.skypilot import SkyPilotExecutor
+from ainfinity.jobs.service import SkyPilotService
+from ainfinity.jobs.task_render import load_template
 from ainfinity.middleware.auth import KeyRing, load_or_create_key_file
 from ainfinity.middleware.body_limit import BodySizeLimitMiddleware
 from ainfinity.middleware.cors import install_cors
@@ -31,12 +36,7 @@ from ainfinity.middleware.metrics import MetricsMiddleware
 from ainfinity.middleware.rate_limit import RateLimitMiddleware, build_limiter
 from ainfinity.middleware.request_logging import RequestLoggingMiddleware
 from ainfinity.observability.prometheus import ApiMetrics
-from ainfinity.services.local_executor import LocalExecutor
-from ainfinity.services.sky_sdk import SkyPilotClient, SkyPilotSdk
-from ainfinity.services.skypilot_executor import SkyPilotExecutor
-from ainfinity.services.skypilot_service import SkyPilotService
-from ainfinity.services.task_render import load_template
-from ainfinity.store import JobStore
+from ainfinity.store.job_store import JobStore
 
 logger = logging.getLogger("ainfinity")
 

@@ -23,14 +23,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from ainfinity.jobs.transitions import utcnow
 from ainfinity.observability.multiprocess import (
     forget_this_process,
     multiprocess_dir,
     sweep_dead_processes,
 )
 from ainfinity.schema.job import JobRecord, JobStatus
-from ainfinity.services.transitions import utcnow
-from ainfinity.store import JobStore
+from ainfinity.store.job_store import JobStore
 
 logger = logging.getLogger("ainfinity.metrics")
 

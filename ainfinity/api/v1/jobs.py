@@ -29,7 +29,7 @@ IdempotencyKey = Annotated[
     ),
 ]
 # The YAML document `GET /{name}/task` answers with: a SkyPilot task (a mapping), as rendered
-# by ainfinity.services.task_render.
+# by ainfinity.jobs.task_render.
 TASK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "run", "workdir", "resources", "envs"],

@@ -1,5 +1,5 @@
 """Server-Sent Event streams of job activity: `status`, `progress` and `metric` messages,
-each with an id a client resumes after with `Last-Event-ID` (ainfinity.services.event_feed).
+each with an id a client resumes after with `Last-Event-ID` (ainfinity.jobs.event_feed).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ainfinity.api.dependencies import CurrentKey, ServiceDep
 from ainfinity.api.shutdown import server_stopping
 from ainfinity.api.v1.jobs import NOT_FOUND, JobName
 from ainfinity.core.config import Settings
-from ainfinity.services.event_feed import FeedMessage
+from ainfinity.jobs.event_feed import FeedMessage
 
 router = APIRouter(tags=["streams"])
 

@@ -22,16 +22,16 @@ from pydantic import ValidationError
 
 from ainfinity.core.config import Settings
 from ainfinity.exceptions import JobNotFound
-from ainfinity.job_index import IndexRow
+from ainfinity.executors.protocol import Executor, LaunchError, Observation
+from ainfinity.jobs.event_feed import EventFeed
+from ainfinity.jobs.failure import classify_failure
+from ainfinity.jobs.progress import progress_from
+from ainfinity.jobs.run_output import failure_log, latest_metrics
+from ainfinity.jobs.transitions import transition, utcnow
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JobRecord, JobStatus
-from ainfinity.services.event_feed import EventFeed
-from ainfinity.services.executor import Executor, LaunchError, Observation
-from ainfinity.services.failure import classify_failure
-from ainfinity.services.progress import progress_from
-from ainfinity.services.run_output import failure_log, latest_metrics
-from ainfinity.services.transitions import transition, utcnow
-from ainfinity.store import JobStore
+from ainfinity.store.job_index import IndexRow
+from ainfinity.store.job_store import JobStore
 
 logger = logging.getLogger("ainfinity.service")
 

@@ -1,5 +1,5 @@
 """The event feed: what the Server-Sent Event streams send, written to and read from the
-event journal (`ainfinity.journal`).
+event journal (`ainfinity.store.journal`).
 
 Three kinds of message, each with the journal id of its line:
 - `status`: `{"job", "event"}` for every event a job logs (`events.jsonl`), written by a
@@ -29,10 +29,10 @@ from pydantic import BaseModel, ValidationError
 
 from ainfinity.core.config import ApiKey, Settings
 from ainfinity.exceptions import JobNotFound
-from ainfinity.journal import Journal, JournalEntry, entry_line, job_prefix
 from ainfinity.schema.activity import Event, EventType, Metric
 from ainfinity.schema.job import JobRecord
-from ainfinity.store import JobStore
+from ainfinity.store.job_store import JobStore
+from ainfinity.store.journal import Journal, JournalEntry, entry_line, job_prefix
 
 logger = logging.getLogger("ainfinity.feed")
 

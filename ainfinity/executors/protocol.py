@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ainfinity.job_files import JobPaths
 from ainfinity.schema.job import JobRecord, JobStatus
+from ainfinity.store.job_files import JobPaths
 
 
 class LaunchError(RuntimeError):

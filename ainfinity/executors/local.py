@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ainfinity.core.config import Settings
-from ainfinity.job_files import JobPaths, write_atomic
+from ainfinity.executors.protocol import Observation
+from ainfinity.jobs.run_output import read_exit_status
 from ainfinity.schema.job import JobRecord, JobStatus
-from ainfinity.services.executor import Observation
-from ainfinity.services.run_output import read_exit_status
+from ainfinity.store.job_files import JobPaths, write_atomic
 
 logger = logging.getLogger("ainfinity.local")
 
@@ -71,7 +71,7 @@ class LocalExecutor:
                 [
                     sys.executable,
                     "-m",
-                    "ainfinity.services.local_runner",
+                    "ainfinity.executors.local_runner",
                     str(paths.run_script),
                     str(paths.exit_status),
                 ],

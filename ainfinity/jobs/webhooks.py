@@ -35,10 +35,10 @@ from pydantic import ValidationError
 from ainfinity import __version__
 from ainfinity.core.config import Settings
 from ainfinity.exceptions import JobNotFound, WebhookNotAllowed
+from ainfinity.jobs.transitions import SYSTEM_ACTOR, utcnow
 from ainfinity.schema.activity import Event, EventType
 from ainfinity.schema.job import JobRecord
-from ainfinity.services.transitions import SYSTEM_ACTOR, utcnow
-from ainfinity.store import JobStore
+from ainfinity.store.job_store import JobStore
 
 logger = logging.getLogger("ainfinity.webhooks")
 

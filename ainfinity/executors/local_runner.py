@@ -1,4 +1,4 @@
-"""Supervisor of one local job: `python -m ainfinity.services.local_runner RUN_SCRIPT EXIT_FILE`.
+"""Supervisor of one local job: `python -m ainfinity.executors.local_runner RUN_SCRIPT EXIT_FILE`.
 
 The local executor starts this in a new session, so the job survives a server restart.
 It runs the task's `run:` script with bash, waits, and records the exit status in

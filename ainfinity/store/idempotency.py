@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ainfinity.exceptions import IdempotencyConflict
-from ainfinity.job_files import write_atomic
+from ainfinity.store.job_files import write_atomic
 
-logger = logging.getLogger("ainfinity.idempotency")
+logger = logging.getLogger("ainfinity.store.idempotency")
 
 KEY_TTL_SECONDS = 24 * 3600
 # Temp files older than this belong to no live request (one lives for microseconds).

@@ -17,8 +17,8 @@ import yaml
 
 from ainfinity import __version__
 from ainfinity.exceptions import InvalidDataset, InvalidSpec
-from ainfinity.job_files import JobPaths
 from ainfinity.schema.job import JobSpec, LoraOptions
+from ainfinity.store.job_files import JobPaths
 
 TEMPLATE_NAME = "deepspeed.yaml"
 

@@ -27,12 +27,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ainfinity.exceptions import JobExists, JobNotFound
-from ainfinity.job_files import ATOMIC_TEMP, JobPaths, fsync_dir, write_atomic
-from ainfinity.job_index import JobIndex, JobPage, decode_cursor, matches, page_of, time_key
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JOB_NAME_RE, JobRecord, JobStatus
+from ainfinity.store.job_files import ATOMIC_TEMP, JobPaths, fsync_dir, write_atomic
+from ainfinity.store.job_index import JobIndex, JobPage, decode_cursor, matches, page_of, time_key
 
-logger = logging.getLogger("ainfinity.store")
+logger = logging.getLogger("ainfinity.store.job_store")
 
 _STALE_STAGING_SECONDS = 300
 

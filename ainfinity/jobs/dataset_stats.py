@@ -12,8 +12,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from ainfinity.exceptions import InvalidDataset
+from ainfinity.jobs.inputs import BUILTIN_MODELS, ResolvedDataset
 from ainfinity.schema.job import DatasetStats, Hyperparameters
-from ainfinity.services.job_inputs import BUILTIN_MODELS, ResolvedDataset
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

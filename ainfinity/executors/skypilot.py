@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ainfinity.core.config import Settings
-from ainfinity.job_files import JobPaths
+from ainfinity.executors.protocol import LaunchError, Observation
+from ainfinity.executors.sky_log_sink import JobLogSink
+from ainfinity.executors.sky_sdk import SkyPilotSdk
 from ainfinity.schema.job import JobRecord, JobStatus
-from ainfinity.services.executor import LaunchError, Observation
-from ainfinity.services.sky_log_sink import JobLogSink
-from ainfinity.services.sky_sdk import SkyPilotSdk
+from ainfinity.store.job_files import JobPaths
 
 if TYPE_CHECKING:
     from sky.schemas.api.responses import ManagedJobRecord

@@ -3,7 +3,7 @@
 It knows nothing of HTTP. Requests (create, cancel, delete) are decided here under the
 job's lock; the reconciler - run on a timer and after every request - launches queued
 jobs and moves running ones along with what their executor observes
-(`ainfinity.services.reconciler`).
+(`ainfinity.jobs.reconciler`).
 """
 
 from __future__ import annotations
@@ -25,24 +25,24 @@ from ainfinity.exceptions import (
     JobNotFound,
     NotImplementedYet,
 )
-from ainfinity.idempotency import IdempotencyKeys, fingerprint
-from ainfinity.job_files import JobPaths
-from ainfinity.job_index import JobPage, decode_cursor
+from ainfinity.executors.protocol import Executor
+from ainfinity.executors.sky_catalog import estimate_cost, validate_task
+from ainfinity.jobs.dataset_stats import describe_dataset
+from ainfinity.jobs.event_feed import EventFeed, FeedMessage
+from ainfinity.jobs.inputs import resolve_dataset, resolve_model
+from ainfinity.jobs.log_follow import follow_file, tail_offset
+from ainfinity.jobs.reconciler import Reconciler
+from ainfinity.jobs.run_output import read_log, read_metrics
+from ainfinity.jobs.task_render import dump_job_config, dump_task, render_job
+from ainfinity.jobs.transitions import transition, utcnow
+from ainfinity.jobs.webhooks import WebhookDispatcher, check_webhook_host
 from ainfinity.schema.activity import Event, EventType, Metric
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobRecord, JobSpec, JobStatus
-from ainfinity.services.dataset_stats import describe_dataset
-from ainfinity.services.event_feed import EventFeed, FeedMessage
-from ainfinity.services.executor import Executor
-from ainfinity.services.job_inputs import resolve_dataset, resolve_model
-from ainfinity.services.log_follow import follow_file, tail_offset
-from ainfinity.services.reconciler import Reconciler
-from ainfinity.services.run_output import read_log, read_metrics
-from ainfinity.services.sky_catalog import estimate_cost, validate_task
-from ainfinity.services.task_render import dump_job_config, dump_task, render_job
-from ainfinity.services.transitions import transition, utcnow
-from ainfinity.services.webhooks import WebhookDispatcher, check_webhook_host
-from ainfinity.store import JobStore
+from ainfinity.store.idempotency import IdempotencyKeys, fingerprint
+from ainfinity.store.job_files import JobPaths
+from ainfinity.store.job_index import JobPage, decode_cursor
+from ainfinity.store.job_store import JobStore
 from ainfinity.train.checkpoints import list_checkpoints
 
 logger = logging.getLogger("ainfinity.service")
@@ -345,7 +345,7 @@ class SkyPilotService:
         self.get_job(name, caller=caller)
         return self.store.paths(name)
 
-    # -- reconciliation (ainfinity.services.reconciler) ---------------------------------------
+    # -- reconciliation (ainfinity.jobs.reconciler) ---------------------------------------
 
     def startup(self) -> None:
         """Re-derive what is active from the records, then check each job against reality."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ainfinity.services.run_output import tail_bytes
+from ainfinity.jobs.run_output import tail_bytes
 from ainfinity.train.protocol import ERROR_PREFIX, parse_event
 
 # Failures the trainer could not name itself (it died in a library, or a rank crashed).

@@ -1,1 +1,0 @@
-"""The service layer: SkyPilotService and the executors it drives."""
