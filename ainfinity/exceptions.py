@@ -18,16 +18,31 @@ logger = logging.getLogger("ainfinity.errors")
 
 
 class AinfinityError(Exception):
-    """Base of every error the API reports with a code."""
+    """Base of every error the API reports with a code.
+
+    `param` names the request field at fault (the OpenAI-compatible routes report it)."""
 
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     msg: ClassVar[str] = "Internal error"
 
-    def __init__(self, msg: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        msg: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
+    ) -> None:
         self.detail_msg = msg or self.msg
         self.headers = headers
+        self.param = param
         super().__init__(self.detail_msg)
+
+
+class InvalidRequest(AinfinityError):
+    status_code = 400
+    code = "invalid_request"
+    msg = "The request is not valid."
 
 
 class Unauthorized(AinfinityError):
@@ -42,6 +57,12 @@ class PathNotAllowed(AinfinityError):
     msg = "That path is outside the directories this server reads from."
 
 
+class AdminOnly(AinfinityError):
+    status_code = 403
+    code = "admin_only"
+    msg = "Only an admin key may do this."
+
+
 class WebhookNotAllowed(AinfinityError):
     status_code = 403
     code = "webhook_not_allowed"
@@ -52,6 +73,12 @@ class JobNotFound(AinfinityError):
     status_code = 404
     code = "job_not_found"
     msg = "No job with that name."
+
+
+class ModelNotFound(AinfinityError):
+    status_code = 404
+    code = "model_not_found"
+    msg = "No model with that id."
 
 
 class JobExists(AinfinityError):
@@ -76,6 +103,12 @@ class JobActive(AinfinityError):
     status_code = 409
     code = "job_active"
     msg = "The job is still active; cancel it first."
+
+
+class ModelNotDeletable(AinfinityError):
+    status_code = 409
+    code = "model_not_deletable"
+    msg = "Base models are not deleted through the API."
 
 
 class BodyTooLarge(AinfinityError):
@@ -108,6 +141,18 @@ class InvalidModel(AinfinityError):
     msg = "The model is neither a known built-in, a model directory, nor a hub id."
 
 
+class ModelNotServable(AinfinityError):
+    status_code = 422
+    code = "model_not_servable"
+    msg = "That model's files are not on this server."
+
+
+class ContextLengthExceeded(AinfinityError):
+    status_code = 400
+    code = "context_length_exceeded"
+    msg = "The prompt and max_tokens do not fit in the model's context."
+
+
 class RateLimited(AinfinityError):
     status_code = 429
     code = "rate_limited"
@@ -118,6 +163,18 @@ class RateLimitUnavailable(AinfinityError):
     status_code = 503
     code = "rate_limit_unavailable"
     msg = "The rate-limit counters cannot be reached right now; retry later."
+
+
+class ServerBusy(AinfinityError):
+    status_code = 429
+    code = "server_busy"
+    msg = "Every generation slot is taken and the queue is full; retry shortly."
+
+
+class WorkerUnavailable(AinfinityError):
+    status_code = 503
+    code = "worker_unavailable"
+    msg = "The inference worker is not available right now; retry shortly."
 
 
 class CatalogUnavailable(AinfinityError):
@@ -132,6 +189,19 @@ class NotImplementedYet(AinfinityError):
     msg = "Not implemented yet."
 
 
+OPENAI_PREFIX = "/v1/"
+# OpenAI's error `type` by status, as its API and SDK use them.
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+# Statuses the `openai` SDK retries by default (408, 409, 429, 5xx): answers where a retry
+# cannot help say so with `x-should-retry: false`. Some 5xx are worth a retry (a worker
+# restarting), so they pass `retry=True`.
+_RETRIED = frozenset({408, 409, 429})
+
+
 def error_body(code: str, msg: str, errors: list[Any] | None = None) -> dict[str, Any]:
     detail: dict[str, Any] = {"code": code, "msg": msg}
     if errors is not None:
@@ -139,29 +209,80 @@ def error_body(code: str, msg: str, errors: list[Any] | None = None) -> dict[str
     return {"detail": detail}
 
 
-def error_response(exc: AinfinityError) -> JSONResponse:
+def openai_error_body(status: int, code: str, msg: str, param: str | None = None) -> dict[str, Any]:
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": msg, "type": kind, "param": param, "code": code}}
+
+
+def render_error(
+    path: str,
+    status: int,
+    code: str,
+    msg: str,
+    *,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+    errors: list[Any] | None = None,
+    retry: bool | None = None,
+) -> JSONResponse:
+    """The one error response: `{"detail": {"code", "msg"}}`, or OpenAI's shape on `/v1/`."""
+    if not path.startswith(OPENAI_PREFIX):
+        return JSONResponse(error_body(code, msg, errors), status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if retry is None:
+        retry = status in _RETRIED
+    if not retry:
+        headers["x-should-retry"] = "false"
     return JSONResponse(
-        error_body(exc.code, exc.detail_msg), status_code=exc.status_code, headers=exc.headers
+        openai_error_body(status, code, msg, param), status_code=status, headers=headers
+    )
+
+
+def error_response(exc: AinfinityError, path: str = "") -> JSONResponse:
+    return render_error(
+        path,
+        exc.status_code,
+        exc.code,
+        exc.detail_msg,
+        param=exc.param,
+        headers=exc.headers,
+        retry=exc.status_code in _RETRIED or exc.status_code == 503,
     )
 
 
 async def _handle_ainfinity_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AinfinityError)
-    return error_response(exc)
+    return error_response(exc, request.url.path)
 
 
 async def _handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Echoing `input` back could return megabytes (or secrets) to the sender: drop it.
-    errors = [
-        {k: v for k, v in err.items() if k not in ("input", "url", "ctx")} for err in exc.errors()
-    ]
-    first = errors[0] if errors else {}
+    raw = exc.errors()
+    errors = [{k: v for k, v in err.items() if k not in ("input", "url", "ctx")} for err in raw]
+    first = raw[0] if raw else {}
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     msg = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
-    return JSONResponse(
-        error_body("validation_error", msg, jsonable_encoder(errors)), status_code=422
+    if request.url.path.startswith(OPENAI_PREFIX):
+        # OpenAI answers a bad parameter with 400 and names it (without pydantic's names
+        # of the union member that failed: `messages.0.content`, not `....content.str`).
+        field = ".".join(
+            str(part) for part in first.get("loc", ()) if part != "body" and not _tag(part)
+        )
+        param = (first.get("ctx") or {}).get("param") or field or None
+        if first.get("type") == "extra_forbidden":
+            msg = f"Unrecognized request argument supplied: {where}"
+        return render_error(request.url.path, 400, "invalid_request", msg, param=param)
+    return render_error(
+        request.url.path, 422, "validation_error", msg, errors=jsonable_encoder(errors)
     )
+
+
+def _tag(part: object) -> bool:
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
 
 
 # 400: FastAPI's answer to a body it cannot decode (not UTF-8), before any validation.
@@ -176,20 +297,22 @@ _HTTP_CODES = {
 async def _handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    return JSONResponse(
-        error_body(code, str(exc.detail)),
-        status_code=exc.status_code,
+    return render_error(
+        request.url.path,
+        exc.status_code,
+        code,
+        str(exc.detail),
         headers=getattr(exc, "headers", None),
     )
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(error_body("internal_error", "Internal error"), status_code=500)
+    return render_error(request.url.path, 500, "internal_error", "Internal error")
 
 
 def register_exception_handlers(app: FastAPI) -> None:
-    """Map every error to the `{"detail": {"code", "msg"}}` shape."""
+    """Map every error to the `{"detail": {"code", "msg"}}` shape (OpenAI's on `/v1/`)."""
     app.add_exception_handler(AinfinityError, _handle_ainfinity_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_error)

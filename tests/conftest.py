@@ -54,6 +54,8 @@ def make_settings(tmp_path: Path) -> MakeSettings:
             # Most API tests need no training: jobs stay queued unless a test asks for room.
             "local_max_jobs": 0,
             "local_gpus": 0,
+            # Measuring token lengths starts the inference worker: only the tests about it.
+            "token_stats": False,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[arg-type]

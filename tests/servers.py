@@ -80,7 +80,8 @@ def free_port() -> int:
 def server_env(home: Path, **overrides: str) -> dict[str, str]:
     """The environment of a test server: this process's, plus a store under `home`, the
     test keys (`tester` = API_KEY, `other` = OTHER_KEY, both admin), no practical rate
-    limit and no job launched (`AINFINITY_LOCAL_MAX_JOBS=0`), then `overrides`."""
+    limit, no job launched (`AINFINITY_LOCAL_MAX_JOBS=0`) and no token lengths measured
+    (that starts the inference worker), then `overrides`."""
     return {
         **os.environ,
         "AINFINITY_HOME": str(home),
@@ -88,6 +89,7 @@ def server_env(home: Path, **overrides: str) -> dict[str, str]:
         "AINFINITY_RATE_LIMIT": "100000/minute",
         "AINFINITY_LOCAL_MAX_JOBS": "0",
         "AINFINITY_LOCAL_GPUS": "0",
+        "AINFINITY_TOKEN_STATS": "false",
         "AINFINITY_LOG_FORMAT": "text",
         **overrides,
     }

@@ -112,7 +112,9 @@ def test_every_probe_in_every_parameter_is_refused_or_kept_opaque(
         if "x-injected" in response.headers:
             problems.append(f"{where}: a header was injected into the answer")
         if 400 <= response.status_code < 500:
-            if "detail" not in response.json():
+            # The OpenAI-compatible routes answer in OpenAI's error shape.
+            shape = "error" if param.path.startswith("/v1/") else "detail"
+            if shape not in response.json():
                 problems.append(f"{where}: error body {response.text[:200]}")
         elif response.status_code < 300 and param.name == "Idempotency-Key":
             # An opaque token: printable ASCII probes are valid keys, kept only as a hash.

@@ -170,9 +170,12 @@ class TestCreateJobRejectsBadInput:
         assert error_code(response) == "invalid_model"
 
     def test_model_directory_without_config_is_422(
-        self, client: TestClient, tmp_path: Path
+        self, client: TestClient, settings: Settings
     ) -> None:
-        response = client.post("/api/v1/jobs", json=job_body(model=str(tmp_path)))
+        directory = settings.model_dirs[0] / "half-copied"
+        directory.mkdir(parents=True)
+        response = client.post("/api/v1/jobs", json=job_body(model=str(directory)))
+        assert response.status_code == 422
         assert error_code(response) == "invalid_model"
 
     def test_local_executor_runs_one_node(self, client: TestClient) -> None:

@@ -48,8 +48,15 @@ def test_one_name_many_workers_one_job_one_launch(server: str) -> None:
             time.sleep(0.3)
         assert job["status"] == "SUCCEEDED", client.get("/api/v1/jobs/contested/logs").text
         events = client.get("/api/v1/jobs/contested/events").json()["data"]
-        # Two reconcilers, one launch: each state is entered exactly once.
-        assert [e["status"] for e in events] == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]
+        # Two reconcilers, one launch: each state is entered exactly once, and one model
+        # registered.
+        assert [(e["type"], e["status"]) for e in events] == [
+            ("created", "PENDING"),
+            ("status_changed", "STARTING"),
+            ("status_changed", "RUNNING"),
+            ("status_changed", "SUCCEEDED"),
+            ("model_registered", "SUCCEEDED"),
+        ]
         assert client.get("/api/v1/jobs/contested/logs").text.count("ainfinity-done ") == 1
 
 

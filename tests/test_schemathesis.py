@@ -9,6 +9,7 @@ schema. Hypothesis runs derandomized, so CI sees the same cases every time.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import zlib
 from collections import Counter
@@ -21,6 +22,7 @@ import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from pydantic import SecretStr
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from schemathesis.python import asgi
@@ -32,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 
 from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
-from tests.builders import API_KEY, SAMPLE_SFT, job_body
+from tests.builders import API_KEY, SAMPLE_SFT, job_body, wait_for
 from tests.conftest import MakeSettings
 from tests.sky_fake import RecordingSkyPilot
 
@@ -47,10 +49,19 @@ MAX_EXAMPLES_PER_OPERATION = 100
 MIN_TOTAL_CASES = 1000
 # A case that hangs fails after this long instead of stalling CI.
 REQUEST_TIMEOUT_SECONDS = 10
-# Jobs that exist in every fuzzed app: two queued, one finished (so delete can succeed).
+# Jobs that exist in every fuzzed app: two queued, one finished (so delete can succeed), and
+# one that really trained, whose model (and checkpoint) the model routes and /v1 serve.
 QUEUED_SEEDS = ("seed-0", "seed-1")
 FINISHED_SEED = "seed-2"
 SEEDS = (*QUEUED_SEEDS, FINISHED_SEED)
+TRAINED = "trained"
+MODELS = (
+    "tiny-random-llama",
+    f"ft:tiny-random-llama:{TRAINED}",
+    f"ft:tiny-random-llama:{TRAINED}:ckpt-1",
+)
+# Generation is real: fuzzed requests ask for a few tokens at most.
+MAX_FUZZED_TOKENS = 4
 # Streams of a job last as long as the job: only a finished one is streamed, so they end.
 STREAMING = frozenset({"/api/v1/jobs/{name}/logs", "/api/v1/jobs/{name}/events/stream"})
 # Streams every job's events from now on and never ends by itself: excluded, it would hold
@@ -85,14 +96,37 @@ schema = schemathesis.openapi.from_dict(
 ).exclude(path=NEVER_ENDING)
 
 
+@pytest.fixture(scope="module")
+def trained_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of a job that really trained (with one checkpoint), made once."""
+    home = tmp_path_factory.mktemp("trained") / "home"
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=home,
+        api_keys=SecretStr(f"tester:{API_KEY}"),
+        local_max_jobs=1,
+        rate_limit="100000/minute",
+        token_stats=False,
+    )
+    body = job_body(name=TRAINED)
+    body["hyperparameters"].update(max_steps=2, save_steps=1, save_total_limit=1)
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        assert client.post("/api/v1/jobs", json=body).status_code == 202
+        assert wait_for(client, TRAINED, {"SUCCEEDED", "FAILED"})["status"] == "SUCCEEDED"
+    return home / "jobs" / TRAINED
+
+
 @pytest.fixture
-def fuzzed_app(make_settings: MakeSettings) -> Iterator[FastAPI]:
+def fuzzed_app(make_settings: MakeSettings, trained_job: Path) -> Iterator[FastAPI]:
     """A real app with a few jobs, for all the cases of one operation.
 
-    local_max_jobs=0: no job ever trains. The recording SDK: a generated skypilot job is
-    checked by SkyPilot's own offline validation and never reaches a SkyPilot server.
+    local_max_jobs=0: no job ever trains here (the trained one is a copy, found at start-up
+    like any job on disk). The recording SDK: a generated skypilot job is checked by
+    SkyPilot's own offline validation and never reaches a SkyPilot server.
     """
-    app = create_app(make_settings(local_max_jobs=0), skypilot_sdk=RecordingSkyPilot())
+    settings = make_settings(local_max_jobs=0)
+    shutil.copytree(trained_job, settings.home / "jobs" / TRAINED)
+    app = create_app(settings, skypilot_sdk=RecordingSkyPilot())
     with TestClient(app, headers={"X-API-Key": API_KEY}) as client:
         assert client.get("/openapi.json").json() == schema.raw_schema
         for name in SEEDS:
@@ -125,9 +159,22 @@ def _aim_at_real_data(case: schemathesis.Case) -> None:
         name = _pick(case, names)
         if name is not None:
             case.path_parameters["name"] = name
+    if case.path_parameters and "model_id" in case.path_parameters:
+        model = _pick(case, MODELS)
+        if model is not None:
+            case.path_parameters["model_id"] = model
     if case.operation.path.startswith("/api/v1/jobs") and isinstance(case.body, dict):
         if _pick(case, (True,)):
             case.body.update(dataset=str(SAMPLE_SFT), model="tiny-random-llama")
+    if case.operation.path.startswith("/v1/") and isinstance(case.body, dict):
+        model = _pick(case, MODELS)
+        if model is not None:
+            case.body["model"] = model
+        for field in ("max_tokens", "max_completion_tokens"):
+            if isinstance(case.body.get(field), int) and case.body[field] > MAX_FUZZED_TOKENS:
+                case.body[field] = MAX_FUZZED_TOKENS
+        if model is not None and "max_tokens" not in case.body:
+            case.body["max_tokens"] = MAX_FUZZED_TOKENS
 
 
 @schema.parametrize()
@@ -163,14 +210,21 @@ def test_every_error_is_declared_as_the_json_error_body_the_app_sends(client: Te
     are replaced in one place (ainfinity.api.openapi_schema); app-wide errors are declared."""
     document = client.get("/openapi.json").json()
     assert not {"HTTPValidationError", "ValidationError"} & set(document["components"]["schemas"])
-    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+
+    def error(model: str) -> dict[str, Any]:
+        return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}
+
     for path, item in document["paths"].items():
+        # OpenAI's error shape on its routes, where a bad parameter is a 400 as OpenAI has it.
+        openai = path.startswith("/v1/")
         for method, operation in item.items():
             responses = operation["responses"]
             for status, response in responses.items():
                 if status.startswith(("4", "5")):
-                    assert response["content"] == error, (method, path, status)
+                    expected = error("OpenAIError" if openai else "ErrorResponse")
+                    assert response["content"] == expected, (method, path, status)
             if operation.get("requestBody"):
-                assert {"400", "413", "422"} <= set(responses), (method, path)
-            if path.startswith("/api/"):
+                assert {"400", "413"} <= set(responses), (method, path)
+                assert ("422" in responses) is not openai, (method, path)
+            if path.startswith(("/api/", "/v1/")):
                 assert {"401", "429"} <= set(responses), (method, path)

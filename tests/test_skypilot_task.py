@@ -29,7 +29,7 @@ from ainfinity.jobs.task_render import (
     render_job,
     render_task,
 )
-from ainfinity.schema.job import JobSpec
+from ainfinity.schema.job import JobSpec, TrainingModel
 from ainfinity.store.job_files import JobPaths
 from tests.builders import API_KEY, SAMPLE_SFT, SAMPLE_TEXT, job_body
 from tests.conftest import MakeSettings
@@ -52,18 +52,23 @@ def spec_of(**overrides: Any) -> JobSpec:
     )
 
 
+def trained_from(spec: JobSpec) -> TrainingModel:
+    return TrainingModel(load=spec.model, tokenizer=spec.model, base_model=spec.model)
+
+
 def render(spec: JobSpec, *, pip_spec: str | None = None, root: Path | None = None) -> RenderedJob:
     paths = JobPaths(root or Path("/srv/ainfinity/jobs") / spec.name)
-    return render_job(TEMPLATE, spec, paths, pip_spec=pip_spec)
+    return render_job(TEMPLATE, spec, paths, trained_from(spec), pip_spec=pip_spec)
 
 
 class TestRenderLocalJob:
     def test_is_todays_task_and_config(self, tmp_path: Path) -> None:
         spec = spec_of(executor="local")
         paths = JobPaths(tmp_path / "job")
-        rendered = render_job(TEMPLATE, spec, paths, pip_spec="ainfinity @ https://x/y.whl")
+        model = trained_from(spec)
+        rendered = render_job(TEMPLATE, spec, paths, model, pip_spec="ainfinity @ https://x/y.whl")
         assert rendered.task == render_task(TEMPLATE, spec, workdir=paths.workdir)
-        assert rendered.job_config == job_config(spec, output_dir=str(paths.output))
+        assert rendered.job_config == job_config(spec, model, output_dir=str(paths.output))
         assert rendered.output_dir == str(paths.output)
         assert rendered.job_config["dataset"] == str(SAMPLE_SFT)
         assert "file_mounts" not in rendered.task

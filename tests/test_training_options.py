@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
+from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
 from ainfinity.jobs.progress import progress_from
 from ainfinity.schema.activity import Metric
-from tests.builders import ROOT, SAMPLE_TEXT, job_body, write_jsonl
+from tests.builders import API_KEY, ROOT, SAMPLE_TEXT, job_body, write_jsonl
 
 SAMPLE_CHAT = ROOT / "samples" / "tiny_chat.jsonl"
 SAMPLE_CHAT_VAL = ROOT / "samples" / "tiny_chat_val.jsonl"
@@ -73,10 +79,41 @@ class TestDatasetChecks:
         assert "one format" in error(response)["msg"]
 
 
+@pytest.fixture(scope="class")
+def stats_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """An app that measures token lengths (in its inference worker), for the whole class."""
+    tmp = tmp_path_factory.mktemp("stats")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        home=tmp / "home",
+        data_dirs=[tmp, ROOT / "samples"],
+        api_keys=SecretStr(f"tester:{API_KEY}"),
+        local_max_jobs=0,
+        token_stats=True,
+    )
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        client.tmp = tmp  # type: ignore[attr-defined]
+        yield client
+
+
+def measured(client: TestClient, response: Any) -> dict[str, Any]:
+    """The job once its token lengths are measured (they are `pending` in the 202)."""
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    assert job["dataset_stats"]["token_stats"] == "pending"
+    assert job["dataset_stats"]["token_max"] is None
+    deadline = time.monotonic() + 60
+    while job["dataset_stats"]["token_stats"] == "pending" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = client.get(f"/api/v1/jobs/{job['name']}").json()
+    return job
+
+
 class TestDatasetStats:
     def test_text_rows_are_measured_in_tokens_before_truncation(
-        self, client: TestClient, tmp_path: Path
+        self, stats_client: TestClient
     ) -> None:
+        client, tmp_path = stats_client, stats_client.tmp  # type: ignore[attr-defined]
         # The tiny model's tokenizer is one token per UTF-8 byte, plus bos and eos: the
         # expected lengths follow from the bytes alone.
         texts = ["ab", "héllo wörld", "x" * 40, "y" * 100]
@@ -85,9 +122,10 @@ class TestDatasetStats:
         body = job_body(name="stats", dataset=str(data))
         body["hyperparameters"]["max_seq_length"] = 64
 
-        job = client.post("/api/v1/jobs", json=body).json()
+        job = measured(client, client.post("/api/v1/jobs", json=body))
 
         stats = job["dataset_stats"]
+        assert stats["token_stats"] == "measured"
         assert stats["rows"] == 4 and stats["format"] == "text"
         assert stats["max_seq_length"] == 64
         assert stats["token_min"] == lengths[0] and stats["token_max"] == lengths[-1]
@@ -96,10 +134,10 @@ class TestDatasetStats:
         assert job["validation_dataset_stats"] is None
         assert client.get("/api/v1/jobs/stats").json()["dataset_stats"] == stats
 
-    def test_chat_and_validation_sets_both_get_stats(self, client: TestClient) -> None:
+    def test_chat_and_validation_sets_both_get_stats(self, stats_client: TestClient) -> None:
         body = job_body(dataset=str(SAMPLE_CHAT), validation_dataset=str(SAMPLE_CHAT_VAL))
 
-        job = client.post("/api/v1/jobs", json=body).json()
+        job = measured(stats_client, stats_client.post("/api/v1/jobs", json=body))
 
         assert job["dataset_stats"]["rows"] == 64
         assert job["dataset_stats"]["format"] == "chat"
@@ -109,13 +147,23 @@ class TestDatasetStats:
             assert stats["token_min"] <= stats["token_p95"] <= stats["token_max"]
 
     def test_a_hub_model_not_cached_here_gets_rows_but_no_token_figures(
-        self, client: TestClient
+        self, stats_client: TestClient
     ) -> None:
-        job = client.post("/api/v1/jobs", json=job_body(model="no-such-org/no-such-model")).json()
+        response = stats_client.post("/api/v1/jobs", json=job_body(model="no-such-org/no-such"))
+        job = measured(stats_client, response)
 
         stats = job["dataset_stats"]
         assert stats["rows"] == 64 and stats["format"] == "prompt_completion"
+        assert stats["token_stats"] == "unavailable"
         assert stats["token_max"] is None and stats["truncated_rows"] is None
+
+    def test_without_measuring_the_figures_are_unavailable_at_once(
+        self, client: TestClient
+    ) -> None:
+        job = client.post("/api/v1/jobs", json=job_body()).json()
+
+        assert job["dataset_stats"]["token_stats"] == "unavailable"
+        assert job["dataset_stats"]["rows"] == 64
 
 
 class TestMethodOptions:

@@ -8,6 +8,7 @@ from ainfinity.core.config import ApiKey, Settings
 from ainfinity.jobs.service import SkyPilotService
 from ainfinity.middleware.auth import require_api_key
 from ainfinity.observability.prometheus import ApiMetrics
+from ainfinity.serving.service import ServingService
 from ainfinity.store.job_store import JobStore
 
 
@@ -26,6 +27,11 @@ async def get_service(request: Request) -> SkyPilotService:
     return service
 
 
+async def get_serving(request: Request) -> ServingService:
+    serving: ServingService = request.app.state.serving
+    return serving
+
+
 async def get_metrics(request: Request) -> ApiMetrics:
     metrics: ApiMetrics = request.app.state.metrics
     return metrics
@@ -34,5 +40,6 @@ async def get_metrics(request: Request) -> ApiMetrics:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 ServiceDep = Annotated[SkyPilotService, Depends(get_service)]
+ServingDep = Annotated[ServingService, Depends(get_serving)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 CurrentKey = Annotated[ApiKey, Security(require_api_key)]

@@ -19,6 +19,7 @@ from ainfinity import __version__
 from ainfinity.api.dashboard import install_dashboard
 from ainfinity.api.docs import install_docs
 from ainfinity.api.metrics import build_metrics_router
+from ainfinity.api.openai import openai_router
 from ainfinity.api.openapi_schema import install_openapi
 from ainfinity.api.v1 import api_router
 from ainfinity.core.config import ApiKey, Settings, get_settings
@@ -27,6 +28,7 @@ from ainfinity.exceptions import register_exception_handlers
 from ainfinity.executors.local import LocalExecutor
 from ainfinity.executors.sky_sdk import SkyPilotClient, SkyPilotSdk
 from ainfinity.executors.skypilot import SkyPilotExecutor
+from ainfinity.jobs.dataset_stats import TokenStatsFiller
 from ainfinity.jobs.service import SkyPilotService
 from ainfinity.jobs.task_render import load_template
 from ainfinity.middleware.auth import KeyRing, load_or_create_key_file
@@ -36,6 +38,11 @@ from ainfinity.middleware.metrics import MetricsMiddleware
 from ainfinity.middleware.rate_limit import RateLimitMiddleware, build_limiter
 from ainfinity.middleware.request_logging import RequestLoggingMiddleware
 from ainfinity.observability.prometheus import ApiMetrics
+from ainfinity.schema.job import JobRecord
+from ainfinity.serving.gateway import Gateway
+from ainfinity.serving.registry import ModelRegistry
+from ainfinity.serving.service import ServingService
+from ainfinity.serving.supervisor import WorkerSupervisor
 from ainfinity.store.job_store import JobStore
 
 logger = logging.getLogger("ainfinity")
@@ -52,6 +59,7 @@ def create_app(
     configure_logging(settings.log_format, settings.log_level)
     store = JobStore(settings.home)
     sdk = skypilot_sdk or SkyPilotClient(settings.skypilot_api_server)
+    registry = ModelRegistry(settings=settings, store=store)
     service = SkyPilotService(
         settings=settings,
         store=store,
@@ -60,6 +68,15 @@ def create_app(
             "skypilot": SkyPilotExecutor(settings, sdk),
         },
         template=load_template(),
+        registry=registry,
+    )
+    supervisor = WorkerSupervisor(settings)
+    gateway = Gateway(settings, supervisor)
+    serving = ServingService(
+        settings=settings, registry=registry, supervisor=supervisor, gateway=gateway
+    )
+    token_stats = TokenStatsFiller(
+        store=store, measure=lambda request: gateway.call("POST", "/token-stats", request)
     )
     metrics = ApiMetrics(store, service.executors)
     service.reconciler.on_launch_stage = metrics.observe_launch
@@ -79,21 +96,37 @@ def create_app(
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
 
+        def forget_model(record: JobRecord) -> None:
+            # A deleted job's model goes with it: unload it if a worker holds it.
+            if record.fine_tuned_model is not None:
+                asyncio.run_coroutine_threadsafe(serving.forget(record.fine_tuned_model), loop)
+
         service.on_change = wake_reconciler
+        service.on_created = token_stats.enqueue
+        service.on_deleted = forget_model
         await anyio.to_thread.run_sync(service.startup)
-        reconciler = asyncio.create_task(_reconcile_forever(service, wake, settings))
-        webhooks = asyncio.create_task(service.webhooks.run_forever())
+        tasks = [
+            asyncio.create_task(_reconcile_forever(service, wake, settings)),
+            asyncio.create_task(service.webhooks.run_forever()),
+            asyncio.create_task(supervisor.run_forever()),
+        ]
+        if settings.token_stats:
+            tasks.append(asyncio.create_task(token_stats.run_forever()))
         try:
             yield
         finally:
-            # Jobs keep running: a restarted server picks them up again.
+            # Jobs keep running: a restarted server picks them up again. The inference
+            # worker stops with the process that supervises it.
             service.on_change = lambda: None
-            reconciler.cancel()
-            webhooks.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
-            with contextlib.suppress(asyncio.CancelledError):
-                await webhooks
+            service.on_created = lambda name: None
+            service.on_deleted = lambda record: None
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await gateway.close()
+            await supervisor.stop()
             metrics.shutdown()
 
     app = FastAPI(
@@ -108,6 +141,7 @@ def create_app(
     app.state.settings = settings
     app.state.store = store
     app.state.service = service
+    app.state.serving = serving
     app.state.keyring = KeyRing(settings.parsed_api_keys())
     app.state.metrics = metrics
 
@@ -122,6 +156,7 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestLoggingMiddleware)
     app.include_router(api_router)
+    app.include_router(openai_router)
     app.include_router(build_metrics_router(require_key=settings.metrics_require_key))
     install_docs(app)
     install_dashboard(app)

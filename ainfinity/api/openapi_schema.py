@@ -16,19 +16,22 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from ainfinity.exceptions import OPENAI_PREFIX
 from ainfinity.middleware.auth import document_bearer
-from ainfinity.middleware.rate_limit import LIMITED_PREFIX
+from ainfinity.middleware.rate_limit import LIMITED_PREFIXES
 from ainfinity.schema.error import ErrorResponse
+from ainfinity.schema.openai import OpenAIError
 
 _REF_TEMPLATE = "#/components/schemas/{model}"
 _ERROR_REF = {"$ref": _REF_TEMPLATE.format(model=ErrorResponse.__name__)}
+_OPENAI_ERROR_REF = {"$ref": _REF_TEMPLATE.format(model=OpenAIError.__name__)}
 # FastAPI's own validation error shapes: never sent by this app (see exceptions.py).
 _UNUSED_COMPONENTS = ("HTTPValidationError", "ValidationError")
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 # Why each app-wide status can happen, as the OpenAPI description of that response.
 _DESCRIPTIONS = {
-    "400": "Body that cannot be decoded (not UTF-8)",
+    "400": "Body that cannot be decoded (not UTF-8); on /v1, any invalid parameter",
     "401": "Missing or wrong API key",
     "413": "Request body over AINFINITY_MAX_BODY_BYTES",
     "422": "Invalid request",
@@ -49,11 +52,13 @@ def install_openapi(app: FastAPI) -> None:
 
 
 def with_error_responses(document: dict[str, Any]) -> dict[str, Any]:
-    """Declare every error response as the JSON `ErrorResponse` the app really sends."""
+    """Declare every error response as the JSON the app really sends: `ErrorResponse`, or
+    `OpenAIError` on the OpenAI-compatible `/v1/` routes."""
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
-    error_schema = ErrorResponse.model_json_schema(ref_template=_REF_TEMPLATE)
-    schemas.update(error_schema.pop("$defs", {}))
-    schemas.setdefault(ErrorResponse.__name__, error_schema)
+    for model in (ErrorResponse, OpenAIError):
+        error_schema = model.model_json_schema(ref_template=_REF_TEMPLATE)
+        schemas.update(error_schema.pop("$defs", {}))
+        schemas.setdefault(model.__name__, error_schema)
     for path, item in document.get("paths", {}).items():
         for method in _METHODS:
             operation = item.get(method)
@@ -66,18 +71,23 @@ def with_error_responses(document: dict[str, Any]) -> dict[str, Any]:
 
 def _declare_errors(path: str, operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
+    openai = path.startswith(OPENAI_PREFIX)
     if operation.get("security"):
         _add(responses, "401")
     if operation.get("requestBody"):
         _add(responses, "400")
         _add(responses, "413")
     if operation.get("requestBody") or operation.get("parameters"):
-        _add(responses, "422")
-    if path.startswith(LIMITED_PREFIX):
+        # The OpenAI-compatible routes answer a bad parameter with 400, as OpenAI does.
+        _add(responses, "400" if openai else "422")
+    if openai:
+        responses.pop("422", None)
+    if path.startswith(LIMITED_PREFIXES):
         _add(responses, "429")
+    ref = _OPENAI_ERROR_REF if openai else _ERROR_REF
     for status, response in responses.items():
         if status[:1] in ("4", "5"):
-            response["content"] = {"application/json": {"schema": dict(_ERROR_REF)}}
+            response["content"] = {"application/json": {"schema": dict(ref)}}
 
 
 def _add(responses: dict[str, Any], status: str) -> None:

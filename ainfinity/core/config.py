@@ -84,6 +84,31 @@ class Settings(BaseSettings):
     # Directories datasets may be read from (comma-separated); empty: the home's `data/` and,
     # in a source checkout, its `samples/`. Paths are resolved, so links cannot lead out.
     data_dirs: Annotated[list[Path], NoDecode] = []
+    # Directories of base models (comma-separated): each subdirectory holding a `config.json`
+    # is a model that jobs may train from and `/v1` may serve, by its directory name or path.
+    # Empty: the home's `models/`. Resolved like `data_dirs`.
+    model_dirs: Annotated[list[Path], NoDecode] = []
+    # Measure a new job's token lengths (in the inference worker, after the 202).
+    token_stats: bool = True
+
+    # Serving (`/v1`): models loaded at once in the inference worker (least recently used is
+    # evicted); requests generating at once per API process, and how many may wait for a
+    # slot before the rest get 429.
+    serve_max_models: int = Field(2, ge=1, le=64)
+    serve_max_concurrency: int = Field(16, ge=1, le=1024)
+    serve_max_queue: int = Field(64, ge=0, le=100_000)
+    # The most tokens one request may ask for (`max_tokens`), and what it gets when it does
+    # not ask (still cut at the model's context length).
+    serve_max_tokens: int = Field(4096, ge=1, le=1_000_000)
+    serve_default_max_tokens: int = Field(512, ge=1, le=1_000_000)
+    # A generation that produces no token for this long is stopped with an error.
+    serve_token_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    # How long a request waits for the worker to start (its first start imports torch).
+    serve_start_timeout_seconds: float = Field(120.0, gt=0, le=3600)
+    # Restarts of a crashed worker in a row (back-off 0.5 s doubling, at most 30 s) before it
+    # is left down; the next request starts it again.
+    serve_max_restarts: int = Field(5, ge=0, le=100)
+    serve_health_interval_seconds: float = Field(2.0, gt=0, le=60)
 
     executor: ExecutorName = "local"
     local_max_jobs: int = Field(1, ge=0, le=64)
@@ -117,7 +142,7 @@ class Settings(BaseSettings):
     # for its subdomains. Empty: any host (the server then POSTs wherever a key holder asks).
     webhook_hosts: Annotated[list[str], NoDecode] = []
 
-    @field_validator("cors_origins", "data_dirs", "webhook_hosts", mode="before")
+    @field_validator("cors_origins", "data_dirs", "model_dirs", "webhook_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -139,6 +164,9 @@ class Settings(BaseSettings):
             if SOURCE_SAMPLES.is_dir():
                 self.data_dirs.append(SOURCE_SAMPLES)
         self.data_dirs = [path.expanduser().resolve() for path in self.data_dirs]
+        if not self.model_dirs:
+            self.model_dirs = [self.home / "models"]
+        self.model_dirs = [path.expanduser().resolve() for path in self.model_dirs]
         return self
 
     def parsed_api_keys(self) -> list[ApiKey]:

@@ -1,46 +1,30 @@
-"""Check and resolve a job's model and dataset before anything is written or launched."""
+"""Check and resolve a job's datasets before anything is written or launched (its model is
+resolved by the model registry, `ainfinity.serving.registry`)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ainfinity.exceptions import InvalidDataset, InvalidModel, PathNotAllowed
+from ainfinity.exceptions import InvalidDataset, PathNotAllowed
 from ainfinity.schema.job import BUCKET_URI_PATTERN
 from ainfinity.train.dataset import DatasetReport, validate_dataset
 
-# Built by `ainfinity.train.tiny_model` on the node; named here so the API needs no torch.
-BUILTIN_MODELS = frozenset({"tiny-random-llama"})
 BUCKET_URI = re.compile(BUCKET_URI_PATTERN)
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 DATASET_SUFFIXES = (".jsonl", ".json")
-
-
-def resolve_model(model: str) -> str:
-    """A built-in name, an absolute model directory, or a hub id (fetched on the node)."""
-    if model in BUILTIN_MODELS:
-        return model
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise InvalidModel(f"Model directory {model!r} has no config.json.")
-        return str(path.resolve())
-    if HUB_ID.match(model) and ".." not in model:
-        return model
-    raise InvalidModel(
-        f"Model {model!r} is not a built-in ({', '.join(sorted(BUILTIN_MODELS))}), "
-        "a model directory on the server, or a hub id like 'org/name'."
-    )
 
 
 @dataclass(frozen=True)
 class ResolvedDataset:
-    """A dataset as the job will read it; `report` is None for a bucket URI (read on the node)."""
+    """A dataset as the job will read it; `report` and `sha256` are None for a bucket URI
+    (read on the node)."""
 
     location: str
     report: DatasetReport | None
+    sha256: str | None = None
 
 
 def resolve_dataset(
@@ -88,4 +72,15 @@ def resolve_dataset(
             f"line {e.line}: {e.reason}" if e.line else e.reason for e in report.errors
         )
         raise InvalidDataset(f"{what} {dataset!r} is not valid training data: {problems}")
-    return ResolvedDataset(str(path.resolve()), report)
+    return ResolvedDataset(str(path.resolve()), report, _sha256(path))
+
+
+def _sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()

@@ -30,6 +30,7 @@ from ainfinity.jobs.run_output import failure_log, latest_metrics
 from ainfinity.jobs.transitions import transition, utcnow
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JobRecord, JobStatus
+from ainfinity.serving.registry import register_model
 from ainfinity.store.job_index import IndexRow
 from ainfinity.store.job_store import JobStore
 
@@ -210,7 +211,7 @@ class Reconciler:
                 changed = True
             if observation.finished:
                 self._refresh_progress(record)  # the run's last records, written at its end
-                return [self._finish(record, observation)]
+                return self._finish(record, observation)
             status = observation.status
             if status and status != record.status and record.status != JobStatus.CANCELLING:
                 message = _STATUS_MESSAGES.get(status, f"job is {status.value}")
@@ -237,11 +238,14 @@ class Reconciler:
         published = self.feed.publish_run_output(record, progress_changed=changed)
         return changed or published
 
-    def _finish(self, record: JobRecord, observation: Observation) -> Event:
+    def _finish(self, record: JobRecord, observation: Observation) -> list[Event]:
         if record.cancel_requested_at is not None:
-            return transition(record, JobStatus.CANCELLED, message="job cancelled")
+            return [transition(record, JobStatus.CANCELLED, message="job cancelled")]
         if observation.returncode == 0:
-            return transition(record, JobStatus.SUCCEEDED, message="job succeeded")
+            succeeded = transition(record, JobStatus.SUCCEEDED, message="job succeeded")
+            # In the same write as the status: a SUCCEEDED job always has its model.
+            metrics = self.store.paths(record.name).metrics
+            return [succeeded, register_model(record, metrics_path=metrics)]
         log = self.store.paths(record.name).log
         reason = classify_failure(log, observation.returncode)
         if observation.failure_reason and reason.startswith("unknown:"):
@@ -249,7 +253,7 @@ class Reconciler:
             reason = observation.failure_reason
         record.failure_reason = reason
         record.failure_log = failure_log(log)
-        return transition(record, JobStatus.FAILED, message=record.failure_reason)
+        return [transition(record, JobStatus.FAILED, message=record.failure_reason)]
 
     def _grace_over(self, record: JobRecord) -> bool:
         requested = record.cancel_requested_at

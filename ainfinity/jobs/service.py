@@ -27,9 +27,9 @@ from ainfinity.exceptions import (
 )
 from ainfinity.executors.protocol import Executor
 from ainfinity.executors.sky_catalog import estimate_cost, validate_task
-from ainfinity.jobs.dataset_stats import describe_dataset
+from ainfinity.jobs.dataset_stats import initial_stats
 from ainfinity.jobs.event_feed import EventFeed, FeedMessage
-from ainfinity.jobs.inputs import resolve_dataset, resolve_model
+from ainfinity.jobs.inputs import resolve_dataset
 from ainfinity.jobs.log_follow import follow_file, tail_offset
 from ainfinity.jobs.reconciler import Reconciler
 from ainfinity.jobs.run_output import read_log, read_metrics
@@ -39,6 +39,7 @@ from ainfinity.jobs.webhooks import WebhookDispatcher, check_webhook_host
 from ainfinity.schema.activity import Event, EventType, Metric
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobRecord, JobSpec, JobStatus
+from ainfinity.serving.registry import ModelRegistry
 from ainfinity.store.idempotency import IdempotencyKeys, fingerprint
 from ainfinity.store.job_files import JobPaths
 from ainfinity.store.job_index import JobPage, decode_cursor
@@ -71,13 +72,19 @@ class SkyPilotService:
         store: JobStore,
         executors: Mapping[str, Executor],
         template: dict[str, Any],
+        registry: ModelRegistry,
     ) -> None:
         self.settings = settings
+        self.registry = registry
         self.store = store
         self.executors = executors
         self.template = template
         # Set by the app to wake its reconciler loop early (after a create or cancel).
         self.on_change: Callable[[], None] = lambda: None
+        # Set by the app: a job was created whose token lengths are to be measured; a job
+        # was deleted (its model, if any, goes with it).
+        self.on_created: Callable[[str], None] = lambda name: None
+        self.on_deleted: Callable[[JobRecord], None] = lambda record: None
         self.idempotency = IdempotencyKeys(store.home)
         self.feed = EventFeed(settings, store)
         self.webhooks = WebhookDispatcher(settings, store)
@@ -93,7 +100,8 @@ class SkyPilotService:
 
     # -- requests --------------------------------------------------------------------------
 
-    def create_job(self, request: JobCreate, *, actor: str) -> JobRecord:
+    def create_job(self, request: JobCreate, *, caller: ApiKey) -> JobRecord:
+        actor = caller.name
         executor_name = request.executor or self.settings.executor
         if executor_name not in self.executors:
             raise NotImplementedYet(f"The {executor_name} executor is not available yet.")
@@ -108,7 +116,7 @@ class SkyPilotService:
         # create() is what guarantees uniqueness against concurrent creators.
         if self.store.exists(name):
             raise JobExists(f"A job named {name!r} already exists.")
-        model = resolve_model(request.model)
+        trained_from = self.registry.resolve_job_model(request.model, caller=caller)
         allowed = self.settings.data_dirs
         dataset = resolve_dataset(request.dataset, executor=executor_name, allowed_dirs=allowed)
         validation = (
@@ -132,14 +140,18 @@ class SkyPilotService:
                 **request.model_dump(),
                 "name": name,
                 "executor": executor_name,
-                "model": model,
+                # A fine-tuned id stays as given; a directory is shown resolved.
+                "model": request.model if request.model.startswith("ft:") else trained_from.load,
                 "dataset": dataset.location,
                 "validation_dataset": validation.location if validation else None,
             }
         )
         hyperparameters = spec.hyperparameters
+        measure_tokens = self.settings.token_stats
         paths = self.store.paths(name)
-        rendered = render_job(self.template, spec, paths, pip_spec=self.settings.skypilot_pip_spec)
+        rendered = render_job(
+            self.template, spec, paths, trained_from, pip_spec=self.settings.skypilot_pip_spec
+        )
         if executor_name == "skypilot":
             # SkyPilot's own check, now: a task it would refuse is a 422, not a failed launch.
             validate_task(rendered.task)
@@ -153,12 +165,19 @@ class SkyPilotService:
             updated_at=now,
             output_dir=rendered.output_dir,
             owner=actor,
-            dataset_stats=describe_dataset(dataset, model=model, hyperparameters=hyperparameters),
+            dataset_stats=initial_stats(
+                dataset, hyperparameters=hyperparameters, measure_tokens=measure_tokens
+            ),
             validation_dataset_stats=(
-                describe_dataset(validation, model=model, hyperparameters=hyperparameters)
+                initial_stats(
+                    validation, hyperparameters=hyperparameters, measure_tokens=measure_tokens
+                )
                 if validation is not None
                 else None
             ),
+            training_model=trained_from,
+            dataset_sha256=dataset.sha256,
+            validation_dataset_sha256=validation.sha256 if validation else None,
         )
         created = Event(
             time=now,
@@ -177,6 +196,8 @@ class SkyPilotService:
         )
         logger.info("job created", extra={"job": name, "actor": actor})
         self.on_change()
+        if measure_tokens:
+            self.on_created(name)
         return record
 
     def create_job_once(
@@ -184,15 +205,13 @@ class SkyPilotService:
     ) -> Job:
         """`create_job`, answered from memory when the caller retries with the same key."""
         if idempotency_key is None:
-            return self.create_job(request, actor=caller.name).public()
+            return self.create_job(request, caller=caller).public()
         answer = self.idempotency.run(
             caller=caller.name,
             key=idempotency_key,
             operation="create",
             body_fingerprint=fingerprint(request.model_dump(mode="json")),
-            act=lambda: (
-                self.create_job(request, actor=caller.name).public().model_dump(mode="json")
-            ),
+            act=lambda: self.create_job(request, caller=caller).public().model_dump(mode="json"),
         )
         return Job.model_validate(answer)
 
@@ -264,13 +283,17 @@ class SkyPilotService:
     def delete_job(self, name: str, *, caller: ApiKey) -> None:
         actor = caller.name
 
+        deleted: list[JobRecord] = []
+
         def allowed(record: JobRecord) -> None:
             _check_visible(caller, record)
             if not record.status.is_terminal:
                 raise JobActive(f"Job {name!r} is {record.status.value}; cancel it first.")
+            deleted.append(record)
 
         self.store.delete(name, allowed=allowed)
         logger.info("job deleted", extra={"job": name, "actor": actor})
+        self.on_deleted(deleted[0])
 
     def read_logs(self, name: str, *, tail: int | None, caller: ApiKey) -> str:
         return read_log(self._visible(name, caller).log, tail)

@@ -17,13 +17,16 @@ import yaml
 
 from ainfinity import __version__
 from ainfinity.exceptions import InvalidDataset, InvalidSpec
-from ainfinity.schema.job import JobSpec, LoraOptions
+from ainfinity.schema.job import JobSpec, LoraOptions, TrainingModel
 from ainfinity.store.job_files import JobPaths
 
 TEMPLATE_NAME = "deepspeed.yaml"
 
 # Where a SkyPilot node finds the job's datasets (copied there before `setup:` runs).
 NODE_DATA_DIR = "/ainfinity/data"
+# Where a model or adapter directory of this server is uploaded to.
+NODE_MODEL_DIR = "/ainfinity/model"
+NODE_ADAPTER_DIR = "/ainfinity/adapter"
 # Where an `output_uri` bucket is mounted on every node; the output dir is a folder inside it.
 NODE_BUCKETS_DIR = "/ainfinity/buckets"
 # Without a bucket the output stays on the head node's disk: relative to the workdir `run:`
@@ -70,11 +73,13 @@ def load_template(path: Path | None = None) -> dict[str, Any]:
     return template
 
 
-def job_config(spec: JobSpec, *, output_dir: str) -> dict[str, Any]:
+def job_config(spec: JobSpec, trained_from: TrainingModel, *, output_dir: str) -> dict[str, Any]:
     """What `ainfinity.train.finetune` reads: every user value of the job, as data."""
     return {
         "name": spec.name,
-        "model": spec.model,
+        "model": trained_from.load,
+        "adapter": trained_from.adapter,
+        "model_seed": trained_from.model_seed,
         "dataset": spec.dataset,
         "validation_dataset": spec.validation_dataset,
         "output_dir": output_dir,
@@ -113,20 +118,25 @@ def render_task(template: dict[str, Any], spec: JobSpec, *, workdir: Path) -> di
 
 
 def render_job(
-    template: dict[str, Any], spec: JobSpec, paths: JobPaths, *, pip_spec: str | None
+    template: dict[str, Any],
+    spec: JobSpec,
+    paths: JobPaths,
+    trained_from: TrainingModel,
+    *,
+    pip_spec: str | None,
 ) -> RenderedJob:
     """The task and job config of one job, for either executor.
 
     Local: the task as `render_task` makes it, the job's files on this server. SkyPilot:
     datasets travel through `file_mounts`, the output goes to the `output_uri` bucket (or
-    the node's disk), `job_recovery` carries `max_restarts_on_errors`, and `pip_spec` (when
-    given) is what a node installs. Raises InvalidSpec/InvalidDataset for what cannot be
-    mounted as written.
+    the node's disk), a model or adapter directory of this server is uploaded, `job_recovery`
+    carries `max_restarts_on_errors`, and `pip_spec` (when given) is what a node installs.
+    Raises InvalidSpec/InvalidDataset for what cannot be mounted as written.
     """
     task = render_task(template, spec, workdir=paths.workdir)
     if spec.executor == "local":
         output_dir = str(paths.output)
-        return RenderedJob(task, job_config(spec, output_dir=output_dir), output_dir)
+        return RenderedJob(task, job_config(spec, trained_from, output_dir=output_dir), output_dir)
 
     if pip_spec is not None:
         task["envs"]["AINFINITY_PIP_SPEC"] = pip_spec
@@ -147,10 +157,17 @@ def render_job(
     else:
         node_output, shown_output = NODE_LOCAL_OUTPUT, NODE_LOCAL_OUTPUT_SHOWN
     config = {
-        **job_config(spec, output_dir=node_output),
+        **job_config(spec, trained_from, output_dir=node_output),
         "dataset": dataset,
         "validation_dataset": validation,
     }
+    # Directories on this server (a model dir, a fine-tuned model) travel to the node too.
+    if trained_from.load.startswith("/"):
+        file_mounts[NODE_MODEL_DIR] = trained_from.load
+        config["model"] = NODE_MODEL_DIR
+    if trained_from.adapter is not None:
+        file_mounts[NODE_ADAPTER_DIR] = trained_from.adapter
+        config["adapter"] = NODE_ADAPTER_DIR
     return RenderedJob(_with_file_mounts(task, file_mounts), config, shown_output)
 
 

@@ -1,5 +1,5 @@
-"""Rate limiting: one budget per API key across all `/api/` routes (per client address
-for requests without a valid key), counted by slowapi's limiter.
+"""Rate limiting: one budget per API key across all `/api/` and `/v1/` routes (per client
+address for requests without a valid key), counted by slowapi's limiter.
 
 slowapi's own middleware finds the route handler to decide whether a request is limited;
 FastAPI >= 0.16x nests included routers, so it finds none and lets everything through.
@@ -25,14 +25,13 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from slowapi import Limiter
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ainfinity.core.config import Settings
-from ainfinity.exceptions import RateLimited, RateLimitUnavailable, error_body
+from ainfinity.exceptions import RateLimited, RateLimitUnavailable, render_error
 from ainfinity.middleware.auth import KeyRing, identify, presented_key
 
-LIMITED_PREFIX = "/api/"
+LIMITED_PREFIXES = ("/api/", "/v1/")
 _NAMESPACE = "ainfinity"
 # redis-py waits forever by default; options in the storage URI (`?socket_timeout=5`) win.
 _REDIS_TIMEOUTS = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
@@ -69,7 +68,7 @@ class RateLimitMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIX):
+        if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIXES):
             await self.app(scope, receive, send)
             return
         key = _limit_key(scope)
@@ -80,10 +79,13 @@ class RateLimitMiddleware:
                 allowed, (reset_at, remaining) = await anyio.to_thread.run_sync(self._count, key)
         except StorageError as exc:
             logger.warning("rate-limit storage unavailable: %s", exc.storage_error)
-            response = JSONResponse(
-                error_body(RateLimitUnavailable.code, RateLimitUnavailable.msg),
-                status_code=RateLimitUnavailable.status_code,
+            response = render_error(
+                scope["path"],
+                RateLimitUnavailable.status_code,
+                RateLimitUnavailable.code,
+                RateLimitUnavailable.msg,
                 headers={"Retry-After": _UNAVAILABLE_RETRY_AFTER},
+                retry=True,
             )
             await response(scope, receive, send)
             return
@@ -94,9 +96,11 @@ class RateLimitMiddleware:
         }
         if not allowed:
             headers["Retry-After"] = str(max(1, math.ceil(reset_at - time.time())))
-            response = JSONResponse(
-                error_body(RateLimited.code, f"{RateLimited.msg} Limit: {self.item}."),
-                status_code=429,
+            response = render_error(
+                scope["path"],
+                429,
+                RateLimited.code,
+                f"{RateLimited.msg} Limit: {self.item}.",
                 headers=headers,
             )
             await response(scope, receive, send)

@@ -17,6 +17,8 @@ class EventType(str, Enum):
     CANCEL_REQUESTED = "cancel_requested"
     WEBHOOK_DELIVERED = "webhook_delivered"
     WEBHOOK_FAILED = "webhook_failed"
+    MODEL_REGISTERED = "model_registered"
+    MODEL_DELETED = "model_deleted"
 
 
 class Event(PublicModel):

@@ -155,7 +155,9 @@ class JobCreate(StrictModel):
         min_length=1,
         max_length=512,
         pattern=_NO_CONTROL,
-        description="HF hub id, a directory on the server, or `tiny-random-llama`.",
+        description="A built-in (`tiny-random-llama`), a fine-tuned model you may see "
+        "(`ft:<base>:<job>`, training continues from it), a model in AINFINITY_MODEL_DIRS (by "
+        "name or path), or a hub id fetched where the job runs.",
         examples=["tiny-random-llama"],
     )
     dataset: str = Field(
@@ -240,13 +242,16 @@ class Progress(PublicModel):
 class DatasetStats(PublicModel):
     """What validation found in a dataset; token figures are lengths before truncation.
 
-    Token figures are null when the server cannot load the model's tokenizer (a hub model
-    not in its cache): the trainer then prints them in the job's log.
+    Token figures are measured just after the job is accepted, with the job's own tokenizer
+    (`token_stats: pending` until then). They stay null (`unavailable`) when the server cannot
+    load the tokenizer (a hub model not in its cache): the trainer then prints them in the
+    job's log.
     """
 
     rows: int
     format: str | None
     max_seq_length: int
+    token_stats: Literal["pending", "measured", "unavailable"] = "measured"
     token_min: int | None = None
     token_mean: float | None = None
     token_p95: int | None = None
@@ -289,6 +294,11 @@ class Job(PublicModel):
     dataset_stats: DatasetStats | None = None
     validation_dataset_stats: DatasetStats | None = None
     output_dir: str
+    fine_tuned_model: str | None = Field(
+        None,
+        description="The model this job registered when it SUCCEEDED (`ft:<base>:<job>`), "
+        "served at /v1; null before, or once the model was deleted.",
+    )
 
 
 class WebhookDelivery(PublicModel):
@@ -303,6 +313,26 @@ class WebhookDelivery(PublicModel):
     lease_until: datetime | None = None
 
 
+class TrainingModel(PublicModel):
+    """What a job trains from, resolved at creation: what the trainer loads, and the root base
+    model whose name goes into the fine-tuned model's id."""
+
+    load: str = Field(description="A built-in name, a model directory, or a hub id.")
+    adapter: str | None = Field(None, description="A LoRA adapter directory applied over it.")
+    model_seed: int | None = Field(None, description="The seed a built-in's weights came from.")
+    tokenizer: str = Field(description="Where the tokenizer (and chat template) is read from.")
+    base_model: str = Field(description="The first base model of the lineage.")
+
+
+class RegisteredModel(PublicModel):
+    """Facts about the model a SUCCEEDED job registered, taken when it was registered."""
+
+    registered_at: datetime
+    size_bytes: int
+    train_loss: float | None = None
+    eval_loss: float | None = None
+
+
 _PUBLIC_FIELDS = set(Job.model_fields)
 
 
@@ -315,6 +345,10 @@ class JobRecord(Job):
     # How far into metrics.jsonl the event journal has published metric records (bytes).
     metrics_published: int = 0
     webhook: WebhookDelivery | None = None
+    training_model: TrainingModel | None = None
+    registered_model: RegisteredModel | None = None
+    dataset_sha256: str | None = None
+    validation_dataset_sha256: str | None = None
 
     def public(self) -> Job:
         return Job.model_validate(self.model_dump(include=_PUBLIC_FIELDS))

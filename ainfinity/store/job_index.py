@@ -1,4 +1,5 @@
-"""The list index: one SQLite row per job (name, created time, owner, status, executor).
+"""The list index: one SQLite row per job (name, created time, owner, status, executor, and
+the fine-tuned model it registered, if any).
 
 The `job.json` files stay the record of truth; this index only answers "which names come
 next, newest first" without reading every record, so a page costs the same with 100 jobs
@@ -35,18 +36,23 @@ from ainfinity.schema.job import JOB_NAME_RE, JobRecord, JobStatus
 logger = logging.getLogger("ainfinity.index")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     name TEXT PRIMARY KEY,
     created_us INTEGER NOT NULL,
     owner TEXT,
     status TEXT NOT NULL,
-    executor TEXT NOT NULL
+    executor TEXT NOT NULL,
+    model TEXT,
+    model_us INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_us, name);
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_us, name);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_us, name);
+CREATE INDEX IF NOT EXISTS models_by_time ON jobs (model_us, model) WHERE model IS NOT NULL;
+CREATE INDEX IF NOT EXISTS models_by_owner ON jobs (owner, model_us, model)
+    WHERE model IS NOT NULL;
 """
 _ACTIVE = tuple(status.value for status in JobStatus if not status.is_terminal)
 
@@ -65,13 +71,27 @@ class IndexRow:
     owner: str | None
     status: str
     executor: str
+    # The job's registered fine-tuned model and when it was registered (None: no model).
+    model: str | None = None
+    model_us: int | None = None
 
     @classmethod
     def of(cls, record: JobRecord) -> IndexRow:
+        registered = record.registered_model
         return cls(
             record.name, time_key(record.created_at), record.owner, record.status.value,
-            record.executor,
+            record.executor, record.fine_tuned_model,
+            time_key(registered.registered_at) if registered and record.fine_tuned_model else None,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """A registered fine-tuned model: its id, its job, and when it was registered."""
+
+    model: str
+    name: str
+    model_us: int
 
 
 class JobIndex:
@@ -184,11 +204,29 @@ class JobIndex:
             params.extend(after)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._conn().execute(
-            f"SELECT name, created_us, owner, status, executor FROM jobs {where} "
-            "ORDER BY created_us DESC, name DESC LIMIT ?",
+            f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY created_us DESC, name DESC LIMIT ?",
             (*params, limit),
         )
         return [IndexRow(*row) for row in rows]
+
+    def model_page(
+        self, *, limit: int, after: tuple[int, str] | None, owner: str | None
+    ) -> list[ModelRow]:
+        """Up to `limit` registered models newest first, strictly after (model_us, model)."""
+        clauses = ["model IS NOT NULL"]
+        params: list[object] = []
+        if owner is not None:
+            clauses.append("owner = ?")
+            params.append(owner)
+        if after is not None:
+            clauses.append("(model_us, model) < (?, ?)")
+            params.extend(after)
+        rows = self._conn().execute(
+            f"SELECT model, name, model_us FROM jobs WHERE {' AND '.join(clauses)} "
+            "ORDER BY model_us DESC, model DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [ModelRow(*row) for row in rows]
 
     def names(self) -> dict[str, int]:
         """Every indexed name with its created_us."""
@@ -198,8 +236,7 @@ class JobIndex:
         """The rows of unfinished jobs."""
         marks = ",".join("?" * len(_ACTIVE))
         rows = self._conn().execute(
-            f"SELECT name, created_us, owner, status, executor FROM jobs WHERE status IN ({marks})",
-            _ACTIVE,
+            f"SELECT {_COLUMNS} FROM jobs WHERE status IN ({marks})", _ACTIVE
         )
         return [IndexRow(*row) for row in rows]
 
@@ -226,13 +263,20 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
 
+_COLUMNS = "name, created_us, owner, status, executor, model, model_us"
+
+
 def _upsert(conn: sqlite3.Connection, row: IndexRow) -> None:
     conn.execute(
-        "INSERT INTO jobs (name, created_us, owner, status, executor) VALUES (?, ?, ?, ?, ?) "
+        f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (name) DO UPDATE SET created_us = excluded.created_us, "
-        "owner = excluded.owner, status = excluded.status, executor = excluded.executor",
-        (row.name, row.created_us, row.owner, row.status, row.executor),
-    )
+        "owner = excluded.owner, status = excluded.status, executor = excluded.executor, "
+        "model = excluded.model, model_us = excluded.model_us",
+        (
+            row.name, row.created_us, row.owner, row.status, row.executor, row.model,
+            row.model_us,
+        ),
+    )  # fmt: skip
 
 
 # -- pages -------------------------------------------------------------------------------

@@ -228,14 +228,15 @@ class JobStore:
         returns the events to append (or None to leave the job untouched)."""
         with self.locked(name):
             record = self.get(name)
-            before = record.status
+            before = (record.status, record.fine_tuned_model)
             events = change(record)
             if events is None:
                 return record
             self._write_locked(record, events)
-            if record.status != before:
+            if (record.status, record.fine_tuned_model) != before:
                 # Before the marker goes: a crash in between leaves an unfinished job's
-                # row, which start-up re-reads.
+                # row, which start-up re-reads. (A model unregistered from a finished job
+                # may leave its row naming the model; readers check the record.)
                 self.index.put(record)
             if record.status.is_terminal:
                 self.mark_inactive(name)

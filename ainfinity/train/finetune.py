@@ -235,6 +235,7 @@ def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
     from ainfinity.train.metrics import BatchCounter, CountingTrainer, MetricsCallback
     from ainfinity.train.model_loading import (
         add_lora_adapters,
+        apply_adapter,
         load_model_and_tokenizer,
         resolve_attn_implementation,
         save_merged_model,
@@ -260,14 +261,20 @@ def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
 
     lora = config.method == "lora"
     attn_implementation = resolve_attn_implementation(hp.attn_implementation)
+    model_seed = hp.seed if config.model_seed is None else config.model_seed
     model, tokenizer = load_model_and_tokenizer(
         config.model,
-        seed=hp.seed,
+        seed=model_seed,
         attn_implementation=attn_implementation,
         # Frozen base weights need no fp32 master copy: half the memory for LoRA.
         dtype=torch.bfloat16 if lora and bf16 else None,
     )
-    if lora:
+    if config.adapter is not None:
+        # Continuing a LoRA fine-tune: its adapter (and its tokenizer, chat template included).
+        model, tokenizer = apply_adapter(
+            model, config.adapter, trainable=lora, gradient_checkpointing=hp.gradient_checkpointing
+        )
+    elif lora:
         model = add_lora_adapters(
             model, config.lora, gradient_checkpointing=hp.gradient_checkpointing
         )
@@ -312,7 +319,7 @@ def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
     # writes the adapter only.
     trainer.save_model(str(config.output_dir))
     if lora and config.lora.merge and is_main:
-        save_merged_model(config.model, config.output_dir, tokenizer, seed=hp.seed)
+        save_merged_model(config.model, config.output_dir, tokenizer, seed=model_seed)
     if is_main:
         emit_event(
             DONE_PREFIX,

@@ -79,6 +79,11 @@ class JobConfig:
     dataset: Path
     output_dir: Path
     validation_dataset: Path | None = None
+    # A LoRA adapter directory applied over `model` before training (continuing a fine-tuned
+    # model): trained further with method `lora`, merged into the weights with `full`.
+    adapter: Path | None = None
+    # The seed a built-in model's weights are drawn from (None: the job's own seed).
+    model_seed: int | None = None
     method: Method = "full"
     lora: LoraSettings = field(default_factory=LoraSettings)
     hyperparameters: TrainingHyperparameters = field(default_factory=TrainingHyperparameters)
@@ -186,6 +191,10 @@ def parse_job_config(data: Any, *, base_dir: Path | None = None) -> JobConfig:
     strings = {key: _check_value(key, data[key], "str") for key in ("name", "model")}
     paths = {key: base / _check_value(key, data[key], "str") for key in ("dataset", "output_dir")}
     validation = _check_value("validation_dataset", data.get("validation_dataset"), "str | None")
+    adapter = _check_value("adapter", data.get("adapter"), "str | None")
+    model_seed = _check_value("model_seed", data.get("model_seed"), "int | None")
+    if model_seed is not None and not 0 <= model_seed < 2**32:
+        raise JobConfigError(f"model_seed must be in [0, 2**32), got {model_seed!r}")
     deepspeed = _build(DeepSpeedSettings, data.get("deepspeed"), "deepspeed")
     if deepspeed.offload and deepspeed.zero_stage < 2:
         raise JobConfigError("deepspeed.offload needs zero_stage 2 or 3")
@@ -198,6 +207,8 @@ def parse_job_config(data: Any, *, base_dir: Path | None = None) -> JobConfig:
         **strings,
         **paths,
         validation_dataset=base / validation if validation is not None else None,
+        adapter=base / adapter if adapter is not None else None,
+        model_seed=model_seed,
         method=_check_value("method", data.get("method", "full"), "Method"),
         # Lora settings with method "full" are accepted and unused, as the contract says.
         lora=_build(LoraSettings, data.get("lora"), "lora"),

@@ -96,6 +96,26 @@ def add_lora_adapters(
     return peft_model
 
 
+def apply_adapter(
+    model: PreTrainedModel, adapter_dir: Path, *, trainable: bool, gradient_checkpointing: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a saved LoRA adapter over `model`: trainable (to continue it), or merged into the
+    weights (a full fine-tune of the adapted model). The tokenizer saved with it comes too."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    if trainable and gradient_checkpointing:
+        model.enable_input_require_grads()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir), trust_remote_code=False)
+        adapted: Any = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load the adapter in {adapter_dir}: {exc}") from exc
+    if not trainable:
+        adapted = adapted.merge_and_unload()
+    return adapted, tokenizer
+
+
 def save_merged_model(
     name: str,
     adapter_dir: Path,
