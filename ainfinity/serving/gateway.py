@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ class WorkerReply:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    chunks: AsyncIterator[bytes] | None = None
+    chunks: AsyncIterable[bytes] | None = None
 
 
 class Gateway:
@@ -80,7 +80,7 @@ class Gateway:
             self.waiting -= 1
         self.active += 1
 
-    def _release(self) -> None:
+    def release(self) -> None:
         self.active -= 1
         assert self._slots is not None
         self._slots.release()
@@ -125,11 +125,11 @@ class Gateway:
             )
             response = await client.send(request, stream=True)
         except httpx.TransportError as exc:
-            self._release()
+            self.release()
             self.supervisor.notify_broken()
             raise WorkerUnavailable(f"{_BROKEN} ({type(exc).__name__})") from exc
         except BaseException:
-            self._release()
+            self.release()
             raise
         headers = {k: v for k, v in response.headers.items() if k in _PASSED_HEADERS}
         if not stream or response.status_code != 200:
@@ -140,24 +140,9 @@ class Gateway:
                 raise WorkerUnavailable(f"{_BROKEN} ({type(exc).__name__})") from exc
             finally:
                 await response.aclose()
-                self._release()
+                self.release()
             return WorkerReply(response.status_code, headers, content)
-        return WorkerReply(200, headers, chunks=self._relay(response))
-
-    async def _relay(self, response: httpx.Response) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in response.aiter_raw():
-                yield chunk
-        except httpx.TransportError as exc:
-            self.supervisor.notify_broken()
-            logger.warning("worker connection lost mid-stream: %s", exc)
-            yield _error_chunk(_BROKEN, code="worker_unavailable")
-        finally:
-            # Also when the client went away (cancelled): close the worker's stream so that
-            # it stops generating.
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
-            self._release()
+        return WorkerReply(200, headers, chunks=_Relay(self, response))
 
     async def call(self, method: str, path: str, payload: Any = None) -> Any:
         """A JSON call to the worker outside admission (status, unload, token statistics)."""
@@ -182,6 +167,41 @@ class Gateway:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class _Relay:
+    """The worker's stream, chunk by chunk. Closing it (the response does, however it ends,
+    even before the first chunk) closes the worker's stream, so generation stops, and frees
+    the admission slot, once."""
+
+    def __init__(self, gateway: Gateway, response: httpx.Response) -> None:
+        self.gateway = gateway
+        self.response = response
+        self.closed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.response.aiter_raw():
+                yield chunk
+        except httpx.TransportError as exc:
+            self.gateway.supervisor.notify_broken()
+            logger.warning("worker connection lost mid-stream: %s", exc)
+            yield _error_chunk(_BROKEN, code="worker_unavailable")
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.response.aclose()
+        finally:
+            self.gateway.release()
 
 
 def _error_chunk(message: str, *, code: str) -> bytes:

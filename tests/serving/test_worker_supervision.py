@@ -209,6 +209,18 @@ def test_past_the_queue_requests_get_429_with_retry_after(tmp_path: Path) -> Non
         waiter.join(timeout=60)
         assert queued and queued[0].choices[0].message.content is not None
 
+        # Clients that leave at any moment, even before the first chunk, give their slot back.
+        for read in (0, 0, 1, 3):
+            stream = long_stream(server)
+            for _, _chunk in zip(range(read), stream, strict=False):
+                pass
+            stream.close()
+        wait_until(lambda: serving_status(server)["active_requests"] == 0, timeout=10)
+        answer = sdk_client(server).chat.completions.create(
+            model="tiny-random-llama", messages=PROMPT, max_tokens=2
+        )
+        assert answer.choices[0].finish_reason in ("stop", "length")
+
 
 def serving_status(server: UvicornServer) -> dict[str, Any]:
     with server.client(API_KEY) as api:

@@ -87,6 +87,12 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
         body["error"]["param"] = exc.param
         return JSONResponse(body, status_code=exc.status, headers=_NO_RETRY)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s", request.url.path)
+        body = error_payload(f"internal error: {type(exc).__name__}", code="internal_error")
+        return JSONResponse(body, status_code=500)
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "pid": os.getpid()}
@@ -123,6 +129,9 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
     def count_tokens(n: int) -> None:
         counters.tokens += n  # from the generate thread: one int add under the GIL
 
+    def count_running(change: int) -> None:
+        counters.in_flight += change
+
     async def start(
         request: Request, body: ChatCompletionRequest | CompletionRequest
     ) -> tuple[LoadedModel, Generation]:
@@ -156,39 +165,25 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
             params,
             token_timeout=config.token_timeout,
             on_tokens=count_tokens,
+            on_running=count_running,
         )
         return loaded, generation
 
     async def answer(request: Request, body: ChatCompletionRequest | CompletionRequest) -> Response:
         counters.requests += 1
-        counters.in_flight += 1
-        try:
-            loaded, generation = await start(request, body)
-        except BaseException:
-            counters.in_flight -= 1
-            raise
+        loaded, generation = await start(request, body)
         model = body.model
         chat = isinstance(body, ChatCompletionRequest)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             make = chat_chunks if chat else completion_chunks
             chunks = make(generation, model=model, include_usage=include_usage)
-
-            async def counted() -> Any:
-                try:
-                    async for chunk in chunks:
-                        yield chunk
-                finally:
-                    counters.in_flight -= 1
-
-            return StreamingResponse(counted(), media_type="text/event-stream")
+            return StreamingResponse(chunks, media_type="text/event-stream")
         try:
             whole = chat_completion if chat else text_completion
             result: BaseModel = await whole(generation, model=model)
         except GenerationFailed as exc:
             raise _Refused(500, str(exc), code="generation_failed") from exc
-        finally:
-            counters.in_flight -= 1
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/chat/completions")

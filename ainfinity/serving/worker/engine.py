@@ -106,6 +106,7 @@ class Generation:
         *,
         token_timeout: float,
         on_tokens: Callable[[int], None] = lambda n: None,
+        on_running: Callable[[int], None] = lambda change: None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -113,6 +114,7 @@ class Generation:
         self.params = params
         self.token_timeout = token_timeout
         self.on_tokens = on_tokens
+        self.on_running = on_running
         self.stop_flag = threading.Event()
         self.completion_tokens = 0
         self.finish_reason = "length"
@@ -126,6 +128,7 @@ class Generation:
             target=self._run, args=(loop, queue), name="generate", daemon=True
         )
         thread.start()
+        self.on_running(1)
         decoder = IncrementalDecoder(self.tokenizer)
         matcher = StopMatcher(self.params.stop)
         try:
@@ -159,6 +162,7 @@ class Generation:
         finally:
             # Normal end, client gone (GeneratorExit / CancelledError) or error: stop at once.
             self.stop_flag.set()
+            self.on_running(-1)
 
     async def text(self) -> str:
         return "".join([piece async for piece in self.pieces()])

@@ -142,8 +142,10 @@ def load_model(source: ModelSource) -> LoadedModel:
             model = PeftModel.from_pretrained(model, source.adapter)
         if source.tokenizer is not None and source.tokenizer != source.load:
             tokenizer = AutoTokenizer.from_pretrained(source.tokenizer, trust_remote_code=False)
-    except (ModelLoadError, OSError, ValueError, ImportError, KeyError) as exc:
+    except ModelLoadError as exc:
         raise ModelLoadFailed(f"cannot load {source.id!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - files on disk fail in library-specific ways
+        raise ModelLoadFailed(f"cannot load {source.id!r}: {type(exc).__name__}: {exc}") from exc
     if tokenizer.chat_template is None:
         try:
             ensure_chat_template(tokenizer)
