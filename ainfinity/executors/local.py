@@ -112,6 +112,8 @@ class LocalExecutor:
                 "SKYPILOT_NUM_GPUS_PER_NODE": str(self.gpus),
                 "SKYPILOT_TASK_ID": f"ainfinity-local-{task['name']}",
                 "AINFINITY_METRICS_FILE": str(paths.metrics),
+                # Built-in models unpacked once, for every job (ainfinity.train.builtin_models).
+                "AINFINITY_MODEL_CACHE": str(self.settings.home / "models"),
                 # Run with this server's interpreter and tools (python, deepspeed).
                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
             }

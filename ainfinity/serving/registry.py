@@ -36,6 +36,7 @@ from ainfinity.schema.job import JobRecord, JobStatus, RegisteredModel, Training
 from ainfinity.schema.model import Model, ModelLineage, ModelMetrics
 from ainfinity.serving.base_models import (
     BUILTIN_MODELS,
+    TINY_MODEL,
     TINY_MODEL_SERVED_SEED,
     BaseModel,
     base_models,
@@ -206,7 +207,8 @@ class ModelRegistry:
         base = find_base_model(model_id, self.settings.model_dirs)
         if base is not None:
             if base.path is None:
-                return ModelSource(id=model_id, load=base.id, seed=TINY_MODEL_SERVED_SEED)
+                seed = TINY_MODEL_SERVED_SEED if base.id == TINY_MODEL else None
+                return ModelSource(id=model_id, load=base.id, seed=seed)
             return ModelSource(id=model_id, load=str(base.path))
         return self._fine_tuned_source(self._owner_record(model_id, caller=caller), model_id)
 

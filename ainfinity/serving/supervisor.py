@@ -205,9 +205,15 @@ class WorkerSupervisor:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AINFINITY_")}
-        # Models load from this server's files only; a worker never reaches a hub.
-        env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
         settings = self.settings
+        # Models load from this server's files only; a worker never reaches a hub.
+        env.update(
+            HF_HUB_OFFLINE="1",
+            TOKENIZERS_PARALLELISM="false",
+            PYTHONUNBUFFERED="1",
+            # The jobs' cache of built-in models (ainfinity.train.builtin_models).
+            AINFINITY_MODEL_CACHE=str(settings.home / "models"),
+        )
         command = [
             sys.executable, "-m", "ainfinity.serving.worker",
             "--socket", str(self.socket_path),

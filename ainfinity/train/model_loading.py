@@ -1,7 +1,7 @@
 """Load the model and tokenizer a job names, and wrap the model in LoRA adapters when asked.
 
-`model` is the built-in `tiny-random-llama`, a local directory, or a hub id (downloaded on the
-node at run time). Code shipped inside a model repository is never run.
+`model` is a built-in (`tiny-random-llama`, `smollm2-135m-instruct`), a local directory, or a
+hub id (downloaded on the node at run time). Code shipped inside a model repository is never run.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ainfinity.train.builtin_models import SMOLLM2_NAME, builtin_directory
 from ainfinity.train.failures import ModelLoadError
 from ainfinity.train.tiny_model import TINY_MODEL_NAME, build_tiny_random_llama
 
@@ -46,6 +47,8 @@ def load_model_and_tokenizer(
     """
     import torch
 
+    if name == SMOLLM2_NAME:
+        name = str(builtin_directory(name))
     if name == TINY_MODEL_NAME:
         tiny, tiny_tokenizer = build_tiny_random_llama(seed)
         try:

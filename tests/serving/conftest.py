@@ -38,6 +38,8 @@ TRAINING = {
     "completion_only_loss": False,
 }
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+# The base models every key sees: the built-ins, and the model directory `served` adds.
+BASE_MODELS = {"tiny-random-llama", "smollm2-135m-instruct", "house-llama"}
 
 
 @dataclass(frozen=True)

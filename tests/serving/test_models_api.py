@@ -11,7 +11,15 @@ import openai
 import pytest
 
 from tests.builders import API_KEY, job_body
-from tests.serving.conftest import ALICE_KEY, BOB_KEY, SAMPLE_CHAT, TRAINING, Served, wait_job
+from tests.serving.conftest import (
+    ALICE_KEY,
+    BASE_MODELS,
+    BOB_KEY,
+    SAMPLE_CHAT,
+    TRAINING,
+    Served,
+    wait_job,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -88,8 +96,8 @@ class TestListing:
 
         assert seen == everything
         assert len(set(seen)) == len(seen)
-        assert {"ft:tiny-random-llama:full-a", "ft:tiny-random-llama:lora-a"} <= set(seen[:-2])
-        assert set(seen[-2:]) == {"tiny-random-llama", "house-llama"}
+        assert {"ft:tiny-random-llama:full-a", "ft:tiny-random-llama:lora-a"} <= set(seen[:-3])
+        assert set(seen[-3:]) == BASE_MODELS
 
     def test_user_keys_see_their_own_models_and_the_base_models(self, served: Served) -> None:
         with served.api(BOB_KEY) as api:
@@ -97,7 +105,7 @@ class TestListing:
         with served.api(API_KEY) as api:
             admin = {m["id"] for m in api.get("/api/v1/models?limit=100").json()["data"]}
 
-        assert bob == {"tiny-random-llama", "house-llama"}
+        assert bob == BASE_MODELS
         assert {"ft:tiny-random-llama:full-a", "ft:tiny-random-llama:lora-a"} <= admin
 
     def test_a_cursor_this_server_did_not_make_is_422(self, served: Served) -> None:

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.builders import API_KEY
-from tests.serving.conftest import ALICE_KEY, BOB_KEY, Served
+from tests.serving.conftest import ALICE_KEY, BASE_MODELS, BOB_KEY, Served
 from tests.serving.reference import greedy_chat, greedy_text, load_saved
 
 pytestmark = pytest.mark.timeout(300)
@@ -31,17 +31,21 @@ def output_dir(job: dict) -> Path:
 
 class TestModels:
     def test_models_list_has_the_callers_models_and_the_base_models(self, served: Served) -> None:
-        ids = [model.id for model in served.sdk(ALICE_KEY).models.list()]
+        models = list(served.sdk(ALICE_KEY).models.list())
+        ids = [model.id for model in models]
 
-        # Newest first: the two fine-tuned models, then the base models.
-        assert set(ids[:2]) == {served.full["fine_tuned_model"], served.lora["fine_tuned_model"]}
-        assert {"tiny-random-llama", "house-llama"} <= set(ids)
+        fine_tuned = [i for i in ids if i.startswith("ft:")]
+        assert {served.full["fine_tuned_model"], served.lora["fine_tuned_model"]} <= set(ids)
         assert served.full["fine_tuned_model"] == "ft:tiny-random-llama:full-a"
+        # Newest first: what alice's jobs made, then the base models.
+        assert ids == fine_tuned + sorted(BASE_MODELS, key=ids.index)
+        assert set(ids[len(fine_tuned) :]) == BASE_MODELS
+        assert [m.created for m in models] == sorted((m.created for m in models), reverse=True)
 
     def test_another_users_models_are_not_listed(self, served: Served) -> None:
         ids = {model.id for model in served.sdk(BOB_KEY).models.list()}
 
-        assert ids == {"tiny-random-llama", "house-llama"}
+        assert ids == BASE_MODELS
 
     def test_retrieve_gives_openai_model_shape(self, served: Served) -> None:
         model = served.sdk().models.retrieve(served.lora["fine_tuned_model"])

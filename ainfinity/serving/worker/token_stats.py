@@ -45,12 +45,20 @@ class TokenStatsResult(BaseModel):
 
 @lru_cache(maxsize=8)
 def _tokenizer(name: str) -> PreTrainedTokenizerBase | None:
-    from ainfinity.serving.base_models import BUILTIN_MODELS
-    from ainfinity.train.tiny_model import build_byte_tokenizer
-
-    if name in BUILTIN_MODELS:
-        return build_byte_tokenizer()
     from transformers import AutoTokenizer
+
+    from ainfinity.train.builtin_models import SMOLLM2_NAME, builtin_directory
+    from ainfinity.train.failures import ModelLoadError
+    from ainfinity.train.tiny_model import TINY_MODEL_NAME, build_byte_tokenizer
+
+    if name == TINY_MODEL_NAME:
+        return build_byte_tokenizer()
+    if name == SMOLLM2_NAME:
+        try:
+            name = str(builtin_directory(name))
+        except ModelLoadError as exc:
+            logger.info("no tokenizer for %s: %s", SMOLLM2_NAME, exc)
+            return None
 
     try:
         return AutoTokenizer.from_pretrained(name, local_files_only=True, trust_remote_code=False)
