@@ -13,14 +13,19 @@ import pytest
 from ainfinity.api.main import create_app
 from ainfinity.client import (
     AsyncClient,
+    BadRequest,
     Client,
     Conflict,
     ConnectionFailed,
     NotFound,
     RateLimited,
+    ServerError,
+    StreamFailed,
     Unauthorized,
     ValidationFailed,
 )
+from ainfinity.client.errors import error_from_response
+from ainfinity.client.streams import ChatStream
 from ainfinity.core.config import Settings
 from ainfinity.schema.activity import EventType
 from ainfinity.schema.job import Hyperparameters, Job, JobCreate, JobStatus
@@ -192,3 +197,65 @@ def test_rate_limited_carries_retry_after(make_settings: MakeSettings) -> None:
         assert limited.value.retry_after is not None and limited.value.retry_after >= 1
 
     asyncio.run(scenario())
+
+
+def test_both_error_shapes_become_the_same_typed_errors() -> None:
+    native = httpx.Response(404, json={"detail": {"code": "model_not_found", "msg": "No."}})
+    openai = httpx.Response(
+        400,
+        json={"error": {"message": "Bad n.", "type": "invalid_request_error", "param": "n",
+                        "code": "invalid_request"}},
+    )  # fmt: skip
+    # OpenAI leaves `code` null at times: its `type` is the next best code.
+    untyped = httpx.Response(
+        503,
+        json={"error": {"message": "Down.", "type": "server_error", "param": None, "code": None}},
+    )
+    proxy = httpx.Response(502, text="<html>Bad Gateway</html>")
+    listed = httpx.Response(500, json=["not", "an", "object"])
+
+    found = [error_from_response(response) for response in (native, openai, untyped, proxy, listed)]
+
+    assert [type(error) for error in found] == [
+        NotFound, BadRequest, ServerError, ServerError, ServerError,
+    ]  # fmt: skip
+    assert [(e.status_code, e.code, e.msg) for e in found] == [
+        (404, "model_not_found", "No."),
+        (400, "invalid_request", "Bad n."),
+        (503, "server_error", "Down."),
+        (502, "http_502", "<html>Bad Gateway</html>"),
+        (500, "http_500", "Internal Server Error"),
+    ]
+    assert found[1].param == "n" and found[0].param is None
+
+
+def test_chat_stream_reads_text_usage_and_errors_from_data_lines() -> None:
+    stream = ChatStream()
+    lines = [
+        ": keep-alive",
+        'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}',
+        "",
+        'data:{"choices":[{"delta":{"content":"Hel"}}]}',  # the space after the colon is optional
+        'data: {"choices":[{"delta":{"content":"lo"},"finish_reason":"stop"}]}',
+        'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}',
+        "data: [DONE]",
+    ]
+    assert "".join(stream.feed(line) for line in lines) == "Hello"
+    assert stream.finish_reason == "stop" and stream.usage == {
+        "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+    }  # fmt: skip
+    stream.end()
+
+    cut = ChatStream()
+    cut.feed('data: {"choices":[{"delta":{"content":"Hel"}}]}')
+    with pytest.raises(StreamFailed) as incomplete:
+        cut.end()
+    assert incomplete.value.code == "incomplete_stream"
+    with pytest.raises(StreamFailed) as failed:
+        ChatStream().feed('data: {"error":{"message":"Gone.","type":"server_error","code":null}}')
+    assert (failed.value.code, failed.value.msg, failed.value.kind) == (
+        "server_error", "Gone.", "server_error",
+    )  # fmt: skip
+    with pytest.raises(StreamFailed) as garbled:
+        ChatStream().feed("data: {not json")
+    assert garbled.value.code == "invalid_chunk"

@@ -50,6 +50,10 @@ def test_dashboard_page_needs_no_key_and_sends_a_strict_policy(client: TestClien
     assert "http://" not in response.text and "https://" not in response.text
     assert "<style" not in response.text and " style=" not in response.text
     assert re.search(r"<script(?![^>]*\bsrc=)", response.text) is None
+    # Both API roots are filled in: /api/v1, and /v1 for the chat box.
+    assert '<meta name="ainfinity-api" content="/api/v1">' in response.text
+    assert '<meta name="ainfinity-openai" content="/v1">' in response.text
+    assert "{{" not in response.text
 
 
 def test_dashboard_assets_are_cached_for_good_under_a_content_digest(client: TestClient) -> None:

@@ -1,4 +1,5 @@
-"""The web dashboard at `/dashboard`: a static page whose script talks to `/api/v1`.
+"""The web dashboard at `/dashboard`: a static page whose script talks to `/api/v1` (and to
+`/v1` for chat).
 
 The page holds no data, so it is served without a key; the browser asks for the key in a
 login form and sends it with every API call. Asset URLs carry a digest of the assets'
@@ -24,6 +25,7 @@ _ASSETS_DIR = DASHBOARD_DIR / "assets"
 # Placeholders in index.html, filled per request (the root path may differ per proxy).
 _ASSETS_MARK = "{{assets}}"
 _API_MARK = "{{api}}"
+_OPENAI_MARK = "{{openai}}"
 
 
 def assets_digest() -> str:
@@ -57,5 +59,6 @@ def install_dashboard(app: FastAPI) -> None:
             _index_template()
             .replace(_ASSETS_MARK, f"{root}{assets_prefix}")
             .replace(_API_MARK, f"{root}/api/v1")
+            .replace(_OPENAI_MARK, f"{root}/v1")
         )
         return HTMLResponse(html, headers=page_headers(csp))

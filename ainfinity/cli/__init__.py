@@ -1,8 +1,11 @@
-"""The `ainfinity` command: `serve` runs the API; `jobs ...` talks to one.
+"""The `ainfinity` command: `serve` runs the API; `jobs ...`, `models ...` and `chat` talk
+to one.
 
     ainfinity serve
     ainfinity jobs launch -f job.yaml --set hyperparameters.max_steps=60
     ainfinity jobs watch NAME        # exit status 0 only if the job SUCCEEDED
+    ainfinity models list
+    ainfinity chat ft:tiny-random-llama:NAME
 
 `--url` / `AINFINITY_URL` and `--api-key` / `AINFINITY_API_KEY` pick the server; without a
 key, the one a local server generated (`$AINFINITY_HOME/api_key`) is used.
@@ -15,18 +18,22 @@ from typing import Annotated
 import typer
 
 from ainfinity import __version__
-from ainfinity.cli import jobs
+from ainfinity.cli import jobs, models
+from ainfinity.cli.chat import chat
 from ainfinity.cli.context import Connection
 from ainfinity.cli.serve import serve
 
 app = typer.Typer(
     name="ainfinity",
-    help="Control plane for LLM fine-tuning: serve the API, launch and watch jobs.",
+    help="Control plane for LLM fine-tuning: serve the API, launch and watch jobs, chat with "
+    "the models they produce.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 app.command()(serve)
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(models.app, name="models")
+app.command()(chat)
 
 
 def _print_version(value: bool) -> None:

@@ -1,4 +1,4 @@
-"""How jobs and metrics look on a terminal: plain tables (easy to grep), or JSON."""
+"""How jobs, metrics and models look on a terminal: plain tables (easy to grep), or JSON."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ainfinity.schema.activity import Metric
 from ainfinity.schema.job import Job, JobStatus
+from ainfinity.schema.model import Model
 
 STATUS_STYLES = {
     JobStatus.SUCCEEDED: "green",
@@ -116,6 +117,8 @@ def job_detail(job: Job) -> Table:
     if job.failure_reason:
         rows.append(("failure", escape(job.failure_reason)))
     rows.append(("output", escape(job.output_dir)))
+    if job.fine_tuned_model:
+        rows.append(("fine-tuned model", escape(job.fine_tuned_model)))
     for field, value in rows:
         grid.add_row(field, value)
     return grid
@@ -135,3 +138,78 @@ def metrics_table(metrics: Iterable[Metric]) -> Table:
             when(metric.time),
         )
     return table
+
+
+def size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1000:
+        return f"{value} B"
+    amount = float(value)
+    for unit in ("KB", "MB"):
+        amount /= 1000
+        if round(amount, 1) < 1000:
+            return f"{amount:.1f} {unit}"
+    return f"{amount / 1000:.1f} GB"
+
+
+def models_table(models: Iterable[Model]) -> Table:
+    table = _table("ID", "METHOD", "BASE", "JOB", "TRAIN LOSS", "EVAL LOSS", "SIZE", "CREATED")
+    for model in models:
+        metrics = model.metrics
+        table.add_row(
+            escape(model.id),
+            model.method or "base",
+            escape(model.base_model or "-"),
+            escape(model.job or "-"),
+            number(metrics.train_loss if metrics else None),
+            number(metrics.eval_loss if metrics else None),
+            size(model.size_bytes),
+            when(model.created_at),
+        )
+    return table
+
+
+def model_detail(model: Model) -> Table:
+    """One model as `field  value` lines: what it is, where it came from, how it did."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: list[tuple[str, str]] = [
+        ("id", escape(model.id)),
+        ("method", model.method or "base"),
+        ("base model", escape(model.base_model or "-")),
+        ("job", escape(model.job or "-")),
+        ("owner", escape(model.owner or "-")),
+        ("created", when(model.created_at)),
+        ("path", escape(model.path or "-")),
+        ("size", size(model.size_bytes)),
+    ]
+    if model.metrics is not None:
+        rows += [
+            ("train loss", number(model.metrics.train_loss)),
+            ("eval loss", number(model.metrics.eval_loss)),
+        ]
+    lineage = model.lineage
+    if lineage is not None:
+        rows += [
+            ("dataset", escape(lineage.dataset)),
+            ("dataset sha256", lineage.dataset_sha256 or "-"),
+        ]
+        if lineage.validation_dataset:
+            rows += [
+                ("validation", escape(lineage.validation_dataset)),
+                ("validation sha256", lineage.validation_dataset_sha256 or "-"),
+            ]
+        # One line per value (as JSON, as the job was given it): a whole dict on one line
+        # would wrap, and wrapped lines are no use to grep.
+        for title, values in (("hyperparameters", lineage.hyperparameters), ("lora", lineage.lora)):
+            if values is None:
+                continue
+            rows.append((title, ""))
+            rows += [(f"  {name}", escape(json.dumps(value))) for name, value in values.items()]
+    for checkpoint in model.checkpoints:
+        rows.append(("checkpoint", escape(checkpoint)))
+    for field, value in rows:
+        grid.add_row(field, value)
+    return grid

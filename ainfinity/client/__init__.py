@@ -6,6 +6,9 @@
         job = client.create_job({"model": "tiny-random-llama", "dataset": "samples/tiny_sft.jsonl"})
         for line in client.follow_logs(job.name):
             print(line)
+        model = client.get_job(job.name).fine_tuned_model  # "ft:tiny-random-llama:<job>"
+        for piece in client.chat_stream(model, [{"role": "user", "content": "Hi!"}]):
+            print(piece, end="", flush=True)
 
 `AsyncClient` offers the same calls to asyncio code.
 """
@@ -22,6 +25,7 @@ from ainfinity.client.errors import (
     PayloadTooLarge,
     RateLimited,
     ServerError,
+    StreamFailed,
     Unauthorized,
     ValidationFailed,
 )
@@ -40,6 +44,7 @@ __all__ = [
     "PayloadTooLarge",
     "RateLimited",
     "ServerError",
+    "StreamFailed",
     "Unauthorized",
     "ValidationFailed",
 ]

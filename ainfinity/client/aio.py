@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -17,9 +17,12 @@ from ainfinity.client.config import (
     resolve_url,
 )
 from ainfinity.client.errors import connection_failed, error_from_response
+from ainfinity.client.streams import ChatStream
 from ainfinity.schema.activity import Event, Metric
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobList, JobStatus
+from ainfinity.schema.model import Model, ModelList
+from ainfinity.schema.openai import ChatCompletion
 
 T = TypeVar("T")
 
@@ -61,7 +64,12 @@ class AsyncClient:
     async def _send(self, call: calls.Call[T]) -> T:
         try:
             response = await self._http.request(
-                call.method, call.path, params=call.params, json=call.json, headers=call.headers
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                headers=call.headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if call.timeout is None else call.timeout,
             )
         except httpx.TransportError as exc:
             raise connection_failed(self.base_url, exc) from exc
@@ -134,3 +142,51 @@ class AsyncClient:
 
     async def health(self) -> dict[str, str]:
         return await self._send(calls.health())
+
+    # -- models ----------------------------------------------------------------------------
+
+    async def list_models(self, limit: int = 20, after: str | None = None) -> ModelList:
+        return await self._send(calls.list_models(limit, after))
+
+    async def iter_models(self, page_size: int = 100) -> AsyncIterator[Model]:
+        after: str | None = None
+        while True:
+            page = await self.list_models(page_size, after)
+            for model in page.data:
+                yield model
+            if not page.has_more or page.next_cursor is None:
+                return
+            after = page.next_cursor
+
+    async def get_model(self, model_id: str) -> Model:
+        return await self._send(calls.get_model(model_id))
+
+    async def delete_model(self, model_id: str) -> None:
+        await self._send(calls.delete_model(model_id))
+
+    # -- chat ------------------------------------------------------------------------------
+
+    async def chat(
+        self, model: str, messages: Sequence[Mapping[str, Any]], **options: Any
+    ) -> ChatCompletion:
+        return await self._send(calls.chat(model, messages, options))
+
+    async def chat_stream(
+        self, model: str, messages: Sequence[Mapping[str, Any]], **options: Any
+    ) -> AsyncIterator[str]:
+        call = calls.chat_stream(model, messages, options)
+        stream = ChatStream()
+        try:
+            async with self._http.stream(
+                call.method, call.path, json=call.json, headers=call.headers, timeout=call.timeout
+            ) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise error_from_response(response)
+                async for line in response.aiter_lines():
+                    piece = stream.feed(line)
+                    if piece:
+                        yield piece
+        except httpx.TransportError as exc:
+            raise connection_failed(self.base_url, exc) from exc
+        stream.end()

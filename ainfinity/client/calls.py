@@ -6,7 +6,7 @@ the two cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -14,14 +14,19 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter
 
+from ainfinity.client.config import GENERATE_TIMEOUT
 from ainfinity.client.errors import raise_for_response
 from ainfinity.schema.activity import Event, EventList, Metric, MetricList
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, CheckpointList, Job, JobCreate, JobList, JobStatus
+from ainfinity.schema.model import Model, ModelList
+from ainfinity.schema.openai import ChatCompletion
 
 T = TypeVar("T")
 
 API = "/api/v1"
+# The OpenAI-compatible routes (chat), beside the native ones.
+OPENAI = "/v1"
 _HEALTH = TypeAdapter(dict[str, str])
 
 
@@ -35,6 +40,8 @@ class Call(Generic[T]):
     params: dict[str, str | int] = field(default_factory=dict)
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # None: the client's own timeout. Generating may take longer than any other call.
+    timeout: httpx.Timeout | None = None
 
     def result(self, response: httpx.Response) -> T:
         """The typed result, or the typed error the answer carries."""
@@ -45,6 +52,11 @@ class Call(Generic[T]):
 def _job_path(name: str, *rest: str) -> str:
     # Quoted whole: a name can never add a path segment or a query of its own.
     return "/".join((f"{API}/jobs", quote(name, safe=""), *rest))
+
+
+def _model_path(model_id: str) -> str:
+    # Ids hold colons (`ft:base:job:ckpt-10`); quoted whole like job names.
+    return f"{API}/models/{quote(model_id, safe='')}"
 
 
 def _spec_body(spec: JobCreate | Mapping[str, Any]) -> Any:
@@ -138,6 +150,66 @@ def estimate(spec: JobCreate | Mapping[str, Any]) -> Call[CostEstimate]:
         f"{API}/jobs/estimate",
         lambda r: CostEstimate.model_validate_json(r.content),
         json=_spec_body(spec),
+    )
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+def list_models(limit: int, after: str | None) -> Call[ModelList]:
+    params: dict[str, str | int] = {"limit": limit}
+    if after is not None:
+        params["after"] = after
+    return Call(
+        "GET", f"{API}/models", lambda r: ModelList.model_validate_json(r.content), params=params
+    )
+
+
+def get_model(model_id: str) -> Call[Model]:
+    return Call("GET", _model_path(model_id), lambda r: Model.model_validate_json(r.content))
+
+
+def delete_model(model_id: str) -> Call[None]:
+    return Call("DELETE", _model_path(model_id), _nothing)
+
+
+# -- chat (`/v1`) -----------------------------------------------------------------------------
+
+
+def chat_body(
+    model: str, messages: Iterable[Mapping[str, Any]], options: Mapping[str, Any], *, stream: bool
+) -> dict[str, Any]:
+    """An OpenAI chat request; options left at None are left out (the server's defaults)."""
+    body: dict[str, Any] = {"model": model, "messages": [dict(m) for m in messages]}
+    body.update({name: value for name, value in options.items() if value is not None})
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def chat(
+    model: str, messages: Iterable[Mapping[str, Any]], options: Mapping[str, Any]
+) -> Call[ChatCompletion]:
+    return Call(
+        "POST",
+        f"{OPENAI}/chat/completions",
+        lambda r: ChatCompletion.model_validate_json(r.content),
+        json=chat_body(model, messages, options, stream=False),
+        timeout=GENERATE_TIMEOUT,
+    )
+
+
+def chat_stream(
+    model: str, messages: Iterable[Mapping[str, Any]], options: Mapping[str, Any]
+) -> Call[None]:
+    """The streamed chat request; its answer is read line by line (`streams.ChatStream`)."""
+    return Call(
+        "POST",
+        f"{OPENAI}/chat/completions",
+        _nothing,
+        json=chat_body(model, messages, options, stream=True),
+        headers={"Accept": "text/event-stream"},
+        timeout=GENERATE_TIMEOUT,
     )
 
 

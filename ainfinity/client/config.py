@@ -15,6 +15,9 @@ KEY_FILE_NAME = "api_key"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0)
 # A followed log may stay silent for as long as the job does.
 FOLLOW_TIMEOUT = httpx.Timeout(30.0, read=None)
+# A chat answer waits for its model to load first, and the server bounds each generation
+# (and each token of a stream) itself.
+GENERATE_TIMEOUT = httpx.Timeout(30.0, read=600.0)
 
 
 def resolve_url(url: str | None) -> str:

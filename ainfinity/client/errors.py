@@ -1,8 +1,10 @@
 """Typed errors of the client: every API error answer becomes an `ApiError` subclass.
 
-The server always answers errors as `{"detail": {"code", "msg"}}` (422 adds `errors`, the
-failing fields); anything else (a proxy's HTML page) still becomes an `ApiError`, with a
-code made from the status.
+The server answers errors in two shapes: `{"detail": {"code", "msg"}}` under `/api/v1`
+(422 adds `errors`, the failing fields), and OpenAI's `{"error": {"message", "type",
+"param", "code"}}` under `/v1`. Both map to the same classes; anything else (a proxy's HTML
+page) still becomes an `ApiError`, with a code made from the status. A stream that fails
+after its answer began raises `StreamFailed`.
 """
 
 from __future__ import annotations
@@ -46,10 +48,13 @@ class ApiError(AinfinityClientError):
         *,
         errors: list[dict[str, Any]] | None = None,
         headers: httpx.Headers | None = None,
+        param: str | None = None,
     ) -> None:
         self.status_code = status_code
         self.errors = errors
         self.headers = headers or httpx.Headers()
+        # The request field at fault, when an OpenAI-shaped (`/v1`) answer names it.
+        self.param = param
         super().__init__(code, msg)
 
 
@@ -101,6 +106,16 @@ class ServerError(ApiError):
     """Any 5xx answer."""
 
 
+class StreamFailed(AinfinityClientError):
+    """A streamed answer ended with an error chunk (`data: {"error": ...}`) instead of
+    `data: [DONE]`: the status was 200 already, so the error arrives inside the stream.
+    The text received before it stays with the caller."""
+
+    def __init__(self, code: str, msg: str, *, kind: str | None = None) -> None:
+        self.kind = kind
+        super().__init__(code, msg)
+
+
 _BY_STATUS: dict[int, type[ApiError]] = {
     cls.status: cls
     for cls in (
@@ -119,14 +134,18 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 
 def error_from_response(response: httpx.Response) -> ApiError:
     """The typed error for an error answer; the body must have been read."""
-    code, msg, errors = f"http_{response.status_code}", response.reason_phrase, None
+    code, msg = f"http_{response.status_code}", response.reason_phrase
+    errors: list[dict[str, Any]] | None = None
+    param: str | None = None
     try:
-        detail = response.json().get("detail")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        detail = None
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
         text = response.text.strip()
         if text:
             msg = text[:500]
+    detail = body.get("detail") if isinstance(body, dict) else None
+    openai_error = body.get("error") if isinstance(body, dict) else None
     if isinstance(detail, dict):
         code = str(detail.get("code", code))
         msg = str(detail.get("msg", msg))
@@ -134,9 +153,32 @@ def error_from_response(response: httpx.Response) -> ApiError:
         errors = raw_errors if isinstance(raw_errors, list) else None
     elif isinstance(detail, str):
         msg = detail
+    elif isinstance(openai_error, dict):
+        code, msg, param = _openai_fields(openai_error, code, msg)
     status = response.status_code
     cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
-    return cls(status, code, msg, errors=errors, headers=response.headers)
+    return cls(status, code, msg, errors=errors, headers=response.headers, param=param)
+
+
+def _openai_fields(error: dict[str, Any], code: str, msg: str) -> tuple[str, str, str | None]:
+    """`code`, `msg` and `param` of OpenAI's error object; OpenAI leaves `code` null at
+    times, and its `type` (`invalid_request_error`, ...) is the next best code."""
+    found = error.get("code") or error.get("type")
+    param = error.get("param")
+    return (
+        str(found) if found else code,
+        str(error.get("message") or msg),
+        str(param) if param is not None else None,
+    )
+
+
+def stream_error(payload: dict[str, Any]) -> StreamFailed:
+    """The error an in-stream `{"error": {...}}` chunk carries."""
+    error = payload.get("error")
+    fields = error if isinstance(error, dict) else {}
+    code, msg, _ = _openai_fields(fields, "stream_failed", "The answer stopped with an error.")
+    kind = fields.get("type")
+    return StreamFailed(code, msg, kind=str(kind) if kind else None)
 
 
 def raise_for_response(response: httpx.Response) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -17,9 +17,12 @@ from ainfinity.client.config import (
     resolve_url,
 )
 from ainfinity.client.errors import connection_failed, error_from_response
+from ainfinity.client.streams import ChatStream
 from ainfinity.schema.activity import Event, Metric
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobList, JobStatus
+from ainfinity.schema.model import Model, ModelList
+from ainfinity.schema.openai import ChatCompletion
 
 T = TypeVar("T")
 
@@ -65,7 +68,12 @@ class Client:
     def _send(self, call: calls.Call[T]) -> T:
         try:
             response = self._http.request(
-                call.method, call.path, params=call.params, json=call.json, headers=call.headers
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                headers=call.headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if call.timeout is None else call.timeout,
             )
         except httpx.TransportError as exc:
             raise connection_failed(self.base_url, exc) from exc
@@ -142,3 +150,63 @@ class Client:
 
     def health(self) -> dict[str, str]:
         return self._send(calls.health())
+
+    # -- models ----------------------------------------------------------------------------
+
+    def list_models(self, limit: int = 20, after: str | None = None) -> ModelList:
+        """One page of models, newest first (base models last); pass its `next_cursor` as
+        `after` for the next."""
+        return self._send(calls.list_models(limit, after))
+
+    def iter_models(self, page_size: int = 100) -> Iterator[Model]:
+        """Every model this key may see, fetched a page at a time as the iterator advances."""
+        after: str | None = None
+        while True:
+            page = self.list_models(page_size, after)
+            yield from page.data
+            if not page.has_more or page.next_cursor is None:
+                return
+            after = page.next_cursor
+
+    def get_model(self, model_id: str) -> Model:
+        """A model (`ft:<base>:<job>`, a checkpoint `...:ckpt-<step>`, or a base model)."""
+        return self._send(calls.get_model(model_id))
+
+    def delete_model(self, model_id: str) -> None:
+        """Unregister a fine-tuned model and unload it; its job and files stay."""
+        self._send(calls.delete_model(model_id))
+
+    # -- chat ------------------------------------------------------------------------------
+
+    def chat(
+        self, model: str, messages: Sequence[Mapping[str, Any]], **options: Any
+    ) -> ChatCompletion:
+        """The model's whole answer to `messages` (`{"role", "content"}` dicts).
+
+        `options` are OpenAI's request fields (`max_tokens`, `temperature`, `top_p`, `stop`,
+        `seed`, ...); None leaves one at the server's default."""
+        return self._send(calls.chat(model, messages, options))
+
+    def chat_stream(
+        self, model: str, messages: Sequence[Mapping[str, Any]], **options: Any
+    ) -> Iterator[str]:
+        """The answer as it is generated, a piece of text at a time.
+
+        Raises `StreamFailed` when the server ends the stream with an error (or cuts it);
+        leaving the loop early closes the request, which stops the generation."""
+        call = calls.chat_stream(model, messages, options)
+        stream = ChatStream()
+        try:
+            with self._http.stream(
+                call.method, call.path, json=call.json, headers=call.headers, timeout=call.timeout
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_from_response(response)
+                for line in response.iter_lines():
+                    piece = stream.feed(line)
+                    if piece:
+                        yield piece
+        except httpx.TransportError as exc:
+            raise connection_failed(self.base_url, exc) from exc
+        stream.end()

@@ -4,6 +4,8 @@
 const KEY_ITEM = "ainfinity.apiKey";
 
 export const API_BASE = document.querySelector('meta[name="ainfinity-api"]').content;
+// The OpenAI-compatible routes (chat); they take the same key.
+export const OPENAI_BASE = document.querySelector('meta[name="ainfinity-openai"]').content;
 
 export class ApiError extends Error {
   constructor(status, code, msg) {
@@ -32,7 +34,8 @@ export function authHeaders(key = storedKey()) {
 // Whoever shows the login form listens for this: a 401 anywhere means the key is gone.
 export const UNAUTHORIZED_EVENT = "ainfinity:unauthorized";
 
-async function errorOf(response) {
+/** The error an answer carries: `{"detail": {code, msg}}`, or OpenAI's `{"error": {...}}`. */
+export async function errorOf(response) {
   let code = "http_" + response.status;
   let msg = response.statusText || "Request failed";
   try {
@@ -40,6 +43,9 @@ async function errorOf(response) {
     if (body && body.detail && body.detail.code) {
       code = body.detail.code;
       msg = body.detail.msg;
+    } else if (body && body.error && body.error.message) {
+      code = body.error.code || body.error.type || code;
+      msg = body.error.message;
     }
   } catch {
     // Not our JSON error body (a proxy's page, say): keep the status line.
@@ -76,3 +82,12 @@ export async function api(path, options = {}) {
 export function jobPath(name) {
   return "/jobs/" + encodeURIComponent(name);
 }
+
+/** Model ids hold colons (`ft:base:job:ckpt-10`): quoted whole, like job names. */
+export function modelPath(id) {
+  return "/models/" + encodeURIComponent(id);
+}
+
+/** The dashboard's own links (the hash part of its URL). */
+export const jobLink = (name) => "#/jobs/" + encodeURIComponent(name);
+export const modelLink = (id) => "#/models/" + encodeURIComponent(id);

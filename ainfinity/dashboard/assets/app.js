@@ -1,23 +1,35 @@
-// The dashboard's entry point: login, routing between the job list and one job, and
-// the one live event stream the current view follows.
+// The dashboard's entry point: login, routing between the jobs and models pages, and the
+// one live event stream the current (job) view follows.
 
 import { UNAUTHORIZED_EVENT, api, forgetKey, storeKey, storedKey } from "./api.js";
 import { JobView } from "./job_view.js";
 import { JobsView } from "./jobs_view.js";
+import { ModelView } from "./model_view.js";
+import { ModelsView } from "./models_view.js";
 import { followStream } from "./sse.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["login-view", "list-view", "job-view"];
+const VIEWS = ["login-view", "list-view", "job-view", "models-view", "model-view"];
+// Which top link is current on each page; the model pages follow no event stream.
+const SECTION = { "list-view": "jobs", "job-view": "jobs", "models-view": "models", "model-view": "models" };
 
 let stream = null;
 let jobView = null;
+let modelView = null;
 const jobsView = new JobsView();
+const modelsView = new ModelsView();
 
 function show(viewId) {
   for (const id of VIEWS) $(id).hidden = id !== viewId;
   const signedIn = viewId !== "login-view";
   $("logout").hidden = !signedIn;
-  $("stream-state").hidden = !signedIn;
+  $("nav").hidden = !signedIn;
+  $("stream-state").hidden = SECTION[viewId] !== "jobs";
+  for (const section of ["jobs", "models"]) {
+    const link = $(`nav-${section}`);
+    if (SECTION[viewId] === section) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
 }
 
 const STATE_TEXT = {
@@ -40,6 +52,8 @@ function stopFollowing() {
   stream = null;
   if (jobView) jobView.close();
   jobView = null;
+  if (modelView) modelView.close();
+  modelView = null;
   setStreamState("idle");
 }
 
@@ -64,7 +78,17 @@ function route() {
     return;
   }
   const match = location.hash.match(/^#\/jobs\/([^/]+)$/);
-  if (match) {
+  const model = location.hash.match(/^#\/models\/([^/]+)$/);
+  if (model) {
+    show("model-view");
+    modelView = new ModelView(decodeURIComponent(model[1]));
+    document.title = `${modelView.id} · ainfinity`;
+    modelView.load();
+  } else if (/^#\/models\/?$/.test(location.hash)) {
+    show("models-view");
+    document.title = "Models · ainfinity";
+    modelsView.load(null);
+  } else if (match) {
     show("job-view");
     jobView = new JobView(decodeURIComponent(match[1]));
     document.title = `${jobView.name} · ainfinity`;

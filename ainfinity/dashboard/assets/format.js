@@ -58,3 +58,14 @@ export function el(tag, attributes = {}, text = null) {
   if (text !== null) element.textContent = text;
   return element;
 }
+
+export function formatBytes(value) {
+  if (value === null || value === undefined) return DASH;
+  if (value < 1000) return `${value} B`;
+  let amount = value;
+  for (const unit of ["KB", "MB", "GB"]) {
+    amount /= 1000;
+    if (Number(amount.toFixed(1)) < 1000 || unit === "GB") return `${amount.toFixed(1)} ${unit}`;
+  }
+  return DASH;
+}

@@ -1,7 +1,7 @@
 // One job: header and progress, the loss chart, the events timeline and the log tail,
 // kept current by the job's event stream; the log tail follows the run's output.
 
-import { api, jobPath, request } from "./api.js";
+import { api, jobPath, modelLink, request } from "./api.js";
 import { LossChart } from "./chart.js";
 import {
   TERMINAL,
@@ -38,6 +38,7 @@ export class JobView {
     $("job-failure").hidden = true;
     $("events").replaceChildren();
     $("log").textContent = "";
+    $("job-model-link").hidden = true;
     const cancel = $("cancel-button");
     cancel.hidden = true;
     cancel.disabled = false;
@@ -123,6 +124,13 @@ export class JobView {
     const failure = $("job-failure");
     failure.hidden = !job.failure_reason;
     failure.textContent = job.failure_reason ? `Failed: ${job.failure_reason}` : "";
+    // A SUCCEEDED job became a model: its page has the lineage and a chat box.
+    const model = $("job-model-link");
+    model.hidden = !job.fine_tuned_model;
+    if (job.fine_tuned_model) {
+      model.href = modelLink(job.fine_tuned_model);
+      model.textContent = `Model ${job.fine_tuned_model} →`;
+    }
     const terminal = TERMINAL.has(job.status);
     const cancel = $("cancel-button");
     cancel.hidden = terminal;

@@ -1,6 +1,6 @@
 // The job list: one page from GET /jobs, then kept current by the all-jobs event stream.
 
-import { api, jobPath } from "./api.js";
+import { api, jobLink, jobPath } from "./api.js";
 import { el, etaOf, formatDuration, formatLoss, formatTime, setBadge } from "./format.js";
 
 const PAGE = 50;
@@ -90,7 +90,7 @@ export class JobsView {
 
   makeRow(name) {
     const row = el("tr", { "data-job": name });
-    const link = el("a", { href: "#/jobs/" + encodeURIComponent(name) }, name);
+    const link = el("a", { href: jobLink(name) }, name);
     const nameCell = el("td", { class: "name" });
     nameCell.append(link);
     const progressCell = el("td", { class: "progress-col" });
