@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import uuid
 from pathlib import Path
 
@@ -68,8 +70,11 @@ def test_job_trains_to_success(runner: TestClient, runner_settings: Settings) ->
     assert [m["step"] for m in train] == list(range(2, 25, 2))
     assert all(m["learning_rate"] is not None and m["tokens_per_second"] > 0 for m in train)
     assert train[-1]["loss"] < train[0]["loss"]
-    # Evaluated at each checkpoint (no eval_steps given).
-    assert [m["step"] for m in evals] == [8, 16, 24]
+    # Evaluated before the first step, then at each checkpoint (no eval_steps given).
+    assert [m["step"] for m in evals] == [0, 8, 16, 24]
+    before, after = evals[0]["eval_loss"], evals[-1]["eval_loss"]
+    assert (job["eval_loss_before"], job["eval_loss_after"]) == (before, after)
+    assert after < before and job["eval_gain"] == round((before - after) / before, 4)
     assert job["progress"] == {
         "step": 24,
         "total_steps": 24,
@@ -88,10 +93,14 @@ def test_job_trains_to_success(runner: TestClient, runner_settings: Settings) ->
     ]
     assert [c["loss"] for c in checkpoints] == [loss_at[16], loss_at[24]]
 
-    logs = runner.get("/api/v1/jobs/e2e/logs").text
+    logs = runner.get("/api/v1/jobs/e2e/logs", params={"raw": True}).text
     assert logs.count("ainfinity-metric ") == len(metrics)
-    tail = runner.get("/api/v1/jobs/e2e/logs", params={"tail": 3}).text
+    tail = runner.get("/api/v1/jobs/e2e/logs", params={"tail": 3, "raw": True}).text
     assert tail.splitlines() == logs.splitlines()[-3:]
+    readable = runner.get("/api/v1/jobs/e2e/logs").text.splitlines()
+    assert "ainfinity-metric" not in "".join(readable)
+    assert sum(line.startswith("step ") for line in readable) == len(train)
+    assert sum(line.startswith("eval  step ") for line in readable) == len(evals)
 
     output = Path(job["output_dir"])
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -226,3 +235,39 @@ def test_a_pass_reads_no_queued_job_and_launches_the_oldest_first(
         assert also_launched == []
         client.post(f"/api/v1/jobs/{oldest}/cancel")
         wait_for(client, oldest, {"CANCELLED"}, timeout=30)
+
+
+def test_a_trainer_killed_by_sigkill_fails_as_killed_with_its_memory(
+    runner: TestClient, runner_settings: Settings
+) -> None:
+    body = job_body(name="oom", hyperparameters={"max_steps": 1_000_000, "max_seq_length": 64})
+    assert runner.post("/api/v1/jobs", json=body).status_code == 202
+    wait_for(runner, "oom", {"RUNNING"})
+    record = runner_settings.home / "jobs" / "oom" / "job.json"
+    # The job's memory is watched while it runs...
+    wait_until(lambda: "rss_bytes" in json.loads(record.read_text())["executor_state"])
+    wait_until(lambda: (runner.get("/api/v1/jobs/oom").json()["progress"] or {}).get("step"))
+    pgid = job_pgid(runner_settings, "oom")
+    trainers = [
+        int(pid)
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and os.getpgid(int(pid)) == pgid and _is_trainer(int(pid))
+    ]
+    assert len(trainers) == 1, trainers
+
+    # ...so that when the kernel (here, the test) kills it, the reason says what it had.
+    os.kill(trainers[0], signal.SIGKILL)
+
+    job = wait_for(runner, "oom", {"FAILED", "SUCCEEDED", "CANCELLED"})
+    assert job["status"] == "FAILED"
+    reason = job["failure_reason"]
+    assert reason.startswith("killed: the training process was killed with SIGKILL")
+    assert "out-of-memory killer" in reason
+    assert re.search(r"it used \d+\.\d\d GiB of memory when last seen$", reason), reason
+
+
+def _is_trainer(pid: int) -> bool:
+    try:
+        return b"ainfinity.train.finetune" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

@@ -8,13 +8,18 @@ from pathlib import Path
 import pytest
 
 from ainfinity.jobs.failure import classify_failure
+from ainfinity.jobs.logs import read_chunks, tail_offset
 from ainfinity.jobs.run_output import (
     failure_log,
     latest_metrics,
-    read_log,
     read_metrics,
     tail_bytes,
 )
+
+
+def read_log(path: Path, tail: int | None) -> str:
+    start = tail_offset(path, tail) if tail is not None else 0
+    return b"".join(read_chunks(path, start=start, raw=True)).decode()
 
 
 class TestTail:
@@ -60,8 +65,19 @@ class TestClassifyFailure:
         assert classify_failure(log, 3) == (
             "unknown: the job's process exited with status 3; last output: ValueError: boom"
         )
-        assert "killed by signal 9" in classify_failure(log, -9)
+        assert "killed by signal 15" in classify_failure(log, -15)
         assert "without recording an exit status" in classify_failure(log, None)
+
+    @pytest.mark.parametrize("returncode", [-9, 137])
+    def test_sigkill_points_at_the_memory_killer_and_the_memory_seen(
+        self, tmp_path: Path, returncode: int
+    ) -> None:
+        log = self.write(tmp_path, "step 3/9 | loss 2.0\n")
+        reason = classify_failure(log, returncode, memory_bytes=3 * 2**30 // 2)
+        assert reason.startswith("killed: the training process was killed with SIGKILL")
+        assert "out-of-memory killer" in reason
+        assert reason.endswith("it used 1.50 GiB of memory when last seen")
+        assert "when last seen" not in classify_failure(log, returncode)
 
 
 def record(step: int, **values: float) -> str:

@@ -48,6 +48,26 @@ def process_start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every process in a process group, from /proc."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[2]) != pgid:
+                continue
+            # statm's second field: resident pages.
+            total += int(Path(entry.path, "statm").read_text().split()[1]) * _PAGE_SIZE
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return total
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
 class LocalExecutor:
     """Runs tasks as local process groups, `settings.local_max_jobs` at a time."""
 
@@ -136,7 +156,9 @@ class LocalExecutor:
     def observe(self, record: JobRecord, paths: JobPaths) -> Observation:
         state = record.executor_state
         if self._alive(state):
-            return Observation(finished=False, status=JobStatus.RUNNING)
+            return Observation(
+                finished=False, status=JobStatus.RUNNING, state=self._memory_change(state)
+            )
         # The runner is gone; take down anything of the job's it left behind.
         self._signal_group(state, signal.SIGKILL)
         exit_status = read_exit_status(paths.exit_status)
@@ -144,6 +166,19 @@ class LocalExecutor:
         return Observation(
             finished=True, returncode=returncode if isinstance(returncode, int) else None
         )
+
+    def _memory_change(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The job's resident memory when it moved by 5 % or more since it was last stored
+        (a job killed for memory is then reported with what it had)."""
+        pgid = state.get("pgid")
+        if not isinstance(pgid, int):
+            return None
+        rss = group_rss_bytes(pgid)
+        last = state.get("rss_bytes")
+        if not rss or (isinstance(last, int) and abs(rss - last) < 0.05 * last):
+            return None
+        peak = state.get("peak_rss_bytes")
+        return {"rss_bytes": rss, "peak_rss_bytes": max(rss, peak if isinstance(peak, int) else 0)}
 
     def cancel(self, record: JobRecord, paths: JobPaths, *, force: bool) -> None:
         if self._alive(record.executor_state):

@@ -19,8 +19,14 @@ _PATTERNS = (
 )
 
 
-def classify_failure(log: Path, returncode: int | None) -> str:
-    """`<code>: <message>`; the trainer's own `ainfinity-error` line wins when present."""
+# SIGKILL, as the runner sees it (the trainer itself, -9) or through a shell (128 + 9).
+_KILLED = (-9, 137)
+
+
+def classify_failure(log: Path, returncode: int | None, *, memory_bytes: int | None = None) -> str:
+    """`<code>: <message>`; the trainer's own `ainfinity-error` line wins when present.
+
+    `memory_bytes` is the job's resident memory when it was last seen running."""
     lines = tail_bytes(log, 200).decode("utf-8", errors="replace").splitlines()
     for line in reversed(lines):
         event = parse_event(line)
@@ -33,6 +39,17 @@ def classify_failure(log: Path, returncode: int | None) -> str:
         if pattern.search(text):
             return f"{code}: {message}"
     last = _last_line(lines)
+    if returncode in _KILLED:
+        seen = (
+            f"; it used {memory_bytes / 2**30:.2f} GiB of memory when last seen"
+            if memory_bytes
+            else ""
+        )
+        return (
+            "killed: the training process was killed with SIGKILL. The usual cause is the "
+            "kernel's out-of-memory killer (see `dmesg`): give the job more memory, or make it "
+            f"need less (a smaller batch_size or max_seq_length, LoRA){seen}"
+        )
     if returncode == 2 and "finetune: error:" in text:
         # argparse's exit: the job config or command line was refused before training.
         return f"invalid_job_config: {last[:300]}"

@@ -4,14 +4,17 @@ resolved by the model registry, `ainfinity.serving.registry`)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ainfinity.exceptions import InvalidDataset, PathNotAllowed
-from ainfinity.schema.job import BUCKET_URI_PATTERN
+from ainfinity.schema.job import BUCKET_URI_PATTERN, JobSpec, TrainingModel
+from ainfinity.serving.base_models import BUILTIN_MODEL_TYPES
 from ainfinity.train.dataset import DatasetReport, validate_dataset
+from ainfinity.train.lora_targets import AUTO, model_type_of, targets_for
 
 BUCKET_URI = re.compile(BUCKET_URI_PATTERN)
 DATASET_SUFFIXES = (".jsonl", ".json")
@@ -84,3 +87,46 @@ def _sha256(path: Path) -> str | None:
     except OSError:
         return None
     return digest.hexdigest()
+
+
+def lora_target_modules(spec: JobSpec, trained_from: TrainingModel) -> list[str] | None:
+    """The layers a LoRA job will adapt, when they can be known before it runs: the list asked
+    for; for `auto` (or `all-linear`), the projections of the model's family, from its
+    config.json (a built-in, a directory, a cached hub model); a continued LoRA model keeps
+    its adapter's. None: decided where the job loads its model."""
+    if spec.method != "lora":
+        return None
+    if trained_from.adapter is not None:
+        targets = _adapter_targets(Path(trained_from.adapter))
+        return targets
+    requested = spec.lora.target_modules if spec.lora else AUTO
+    if isinstance(requested, list):
+        return list(requested)
+    model_type = _model_type(trained_from.load)
+    # For these families every linear layer but the head is one of the projections.
+    return targets_for(model_type)
+
+
+def _model_type(load: str) -> str | None:
+    if load in BUILTIN_MODEL_TYPES:
+        return BUILTIN_MODEL_TYPES[load]
+    if load.startswith("/"):
+        return model_type_of(load)
+    try:  # a hub id: only what is already in this server's cache
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(load, "config.json")
+    except (ImportError, ValueError):
+        return None
+    return model_type_of(Path(cached).parent) if isinstance(cached, str) else None
+
+
+def _adapter_targets(adapter: Path) -> list[str] | None:
+    try:
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    targets = config.get("target_modules") if isinstance(config, dict) else None
+    if isinstance(targets, list) and all(isinstance(t, str) for t in targets):
+        return sorted(targets)
+    return None

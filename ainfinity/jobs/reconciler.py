@@ -26,7 +26,7 @@ from ainfinity.executors.protocol import Executor, LaunchError, Observation
 from ainfinity.jobs.event_feed import EventFeed
 from ainfinity.jobs.failure import classify_failure
 from ainfinity.jobs.progress import progress_from
-from ainfinity.jobs.run_output import failure_log, latest_metrics
+from ainfinity.jobs.run_output import failure_log, latest_metrics, starting_eval_loss
 from ainfinity.jobs.transitions import transition, utcnow
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JobRecord, JobStatus
@@ -228,9 +228,13 @@ class Reconciler:
         return self.store.update(name, change)
 
     def _refresh_progress(self, record: JobRecord) -> bool:
-        train, evaluation = latest_metrics(self.store.paths(record.name).metrics)
+        metrics = self.store.paths(record.name).metrics
+        train, evaluation = latest_metrics(metrics)
         progress = progress_from(train, evaluation, previous=record.progress)
         changed = progress is not None and progress != record.progress
+        if record.eval_loss_before is None and record.spec.validation_dataset is not None:
+            record.eval_loss_before = starting_eval_loss(metrics)
+            changed = changed or record.eval_loss_before is not None
         if changed:
             record.progress = progress
             record.updated_at = utcnow()
@@ -242,18 +246,34 @@ class Reconciler:
         if record.cancel_requested_at is not None:
             return [transition(record, JobStatus.CANCELLED, message="job cancelled")]
         if observation.returncode == 0:
+            self._measure_gain(record)
             succeeded = transition(record, JobStatus.SUCCEEDED, message="job succeeded")
             # In the same write as the status: a SUCCEEDED job always has its model.
             metrics = self.store.paths(record.name).metrics
             return [succeeded, register_model(record, metrics_path=metrics)]
         log = self.store.paths(record.name).log
-        reason = classify_failure(log, observation.returncode)
+        memory = record.executor_state.get("rss_bytes")
+        reason = classify_failure(
+            log, observation.returncode, memory_bytes=memory if isinstance(memory, int) else None
+        )
         if observation.failure_reason and reason.startswith("unknown:"):
             # The trainer said nothing recognisable; the executor knows more (SkyPilot's view).
             reason = observation.failure_reason
         record.failure_reason = reason
         record.failure_log = failure_log(log)
         return [transition(record, JobStatus.FAILED, message=record.failure_reason)]
+
+    def _measure_gain(self, record: JobRecord) -> None:
+        """The trained model's validation loss, and what training gained over the start."""
+        if record.spec.validation_dataset is None:
+            return
+        _, evaluation = latest_metrics(self.store.paths(record.name).metrics)
+        if evaluation is None or evaluation.step == 0:
+            return
+        record.eval_loss_after = evaluation.eval_loss
+        before, after = record.eval_loss_before, record.eval_loss_after
+        if before and after is not None:
+            record.eval_gain = round((before - after) / before, 4)
 
     def _grace_over(self, record: JobRecord) -> bool:
         requested = record.cancel_requested_at

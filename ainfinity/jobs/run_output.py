@@ -38,15 +38,6 @@ def tail_bytes(path: Path, lines: int) -> bytes:
     return text + b"\n" if parts and trailing_newline else text
 
 
-def read_log(path: Path, tail: int | None) -> str:
-    if tail is None:
-        try:
-            return path.read_bytes().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-    return tail_bytes(path, tail).decode("utf-8", errors="replace")
-
-
 def read_metrics(path: Path) -> list[Metric]:
     """Every step's record, in step order; eval records follow their step's training record.
 
@@ -80,6 +71,21 @@ def latest_metrics(path: Path, *, window: int = 32) -> tuple[Metric | None, Metr
         if train is not None and evaluation is not None:
             break
     return train, evaluation
+
+
+def starting_eval_loss(path: Path) -> float | None:
+    """The starting model's validation loss: the eval record of step 0, which the trainer
+    writes before any training record (so it is among the file's first lines)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_BLOCK)
+    except FileNotFoundError:
+        return None
+    for line in head.splitlines()[:16]:
+        metric = _parse_metric(line)
+        if metric is not None and metric.step == 0 and metric.eval_loss is not None:
+            return metric.eval_loss
+    return None
 
 
 def failure_log(path: Path, lines: int = 20) -> list[str]:

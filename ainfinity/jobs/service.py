@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,10 @@ from ainfinity.executors.protocol import Executor
 from ainfinity.executors.sky_catalog import estimate_cost, validate_task
 from ainfinity.jobs.dataset_stats import initial_stats
 from ainfinity.jobs.event_feed import EventFeed, FeedMessage
-from ainfinity.jobs.inputs import resolve_dataset
-from ainfinity.jobs.log_follow import follow_file, tail_offset
+from ainfinity.jobs.inputs import lora_target_modules, resolve_dataset
+from ainfinity.jobs.logs import follow_file, read_chunks, tail_offset
 from ainfinity.jobs.reconciler import Reconciler
-from ainfinity.jobs.run_output import read_log, read_metrics
+from ainfinity.jobs.run_output import read_metrics
 from ainfinity.jobs.task_render import dump_job_config, dump_task, render_job
 from ainfinity.jobs.transitions import transition, utcnow
 from ainfinity.jobs.webhooks import WebhookDispatcher, check_webhook_host
@@ -152,6 +152,10 @@ class SkyPilotService:
         rendered = render_job(
             self.template, spec, paths, trained_from, pip_spec=self.settings.skypilot_pip_spec
         )
+        lora_targets = lora_target_modules(spec, trained_from)
+        if lora_targets is not None and trained_from.adapter is None:
+            # The trainer adapts exactly what the job shows.
+            rendered.job_config["lora"]["target_modules"] = lora_targets
         if executor_name == "skypilot":
             # SkyPilot's own check, now: a task it would refuse is a 422, not a failed launch.
             validate_task(rendered.task)
@@ -176,6 +180,7 @@ class SkyPilotService:
                 else None
             ),
             training_model=trained_from,
+            lora_target_modules=lora_targets,
             dataset_sha256=dataset.sha256,
             validation_dataset_sha256=validation.sha256 if validation else None,
         )
@@ -295,11 +300,23 @@ class SkyPilotService:
         logger.info("job deleted", extra={"job": name, "actor": actor})
         self.on_deleted(deleted[0])
 
-    def read_logs(self, name: str, *, tail: int | None, caller: ApiKey) -> str:
-        return read_log(self._visible(name, caller).log, tail)
+    def read_logs(
+        self, name: str, *, tail: int | None, raw: bool, caller: ApiKey
+    ) -> Iterator[bytes]:
+        """The log (or its last `tail` lines) as it is now, a block at a time; without `raw`,
+        the trainer's protocol lines are left out. Visibility is checked here, at once."""
+        path = self._visible(name, caller).log
+        start = tail_offset(path, tail, raw=raw) if tail is not None else 0
+        return read_chunks(path, start=start, raw=raw)
 
     def follow_logs(
-        self, name: str, *, tail: int | None, caller: ApiKey, stopping: Callable[[], bool]
+        self,
+        name: str,
+        *,
+        tail: int | None,
+        raw: bool,
+        caller: ApiKey,
+        stopping: Callable[[], bool],
     ) -> AsyncIterator[bytes]:
         """The log from its start (or its last `tail` lines), then as it is written, until
         the job ends. Visibility is checked here, before anything is streamed."""
@@ -307,10 +324,11 @@ class SkyPilotService:
         path = self.store.paths(name).log
         return follow_file(
             path,
-            start=tail_offset(path, tail) if tail is not None else 0,
+            start=tail_offset(path, tail, raw=raw) if tail is not None else 0,
             finished=lambda: self._ended(record),
             poll_seconds=self.settings.stream_poll_seconds,
             stopping=stopping,
+            raw=raw,
         )
 
     def job_event_stream(

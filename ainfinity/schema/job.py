@@ -89,8 +89,18 @@ class LoraOptions(StrictModel):
     r: int = Field(16, ge=1, le=1024)
     alpha: int = Field(32, ge=1, le=4096)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,128}$")]] | None = Field(
-        None, min_length=1, max_length=64, description="null: every linear layer."
+    target_modules: (
+        Literal["auto", "all-linear"]
+        | Annotated[
+            list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,128}$")]],
+            Field(min_length=1, max_length=64),
+        ]
+        | None
+    ) = Field(
+        "auto",
+        description="`auto`: the attention and MLP projections of Llama-, Mistral-, Qwen- and "
+        "Gemma-family models (every linear layer for others); `all-linear`; or layer names. "
+        "The job shows the list chosen as `lora_target_modules`.",
     )
     merge: bool = Field(False, description="Also save merged full weights in output_dir/merged.")
 
@@ -294,6 +304,19 @@ class Job(PublicModel):
     dataset_stats: DatasetStats | None = None
     validation_dataset_stats: DatasetStats | None = None
     output_dir: str
+    eval_loss_before: float | None = Field(
+        None, description="With a validation set: the starting model's validation loss."
+    )
+    eval_loss_after: float | None = Field(
+        None, description="The trained model's validation loss (set when the job SUCCEEDED)."
+    )
+    eval_gain: float | None = Field(
+        None, description="(before - after) / before: the share of the loss training removed."
+    )
+    lora_target_modules: list[str] | None = Field(
+        None,
+        description="The layers a LoRA job adapts (null: not known until it loads its model).",
+    )
     fine_tuned_model: str | None = Field(
         None,
         description="The model this job registered when it SUCCEEDED (`ft:<base>:<job>`), "

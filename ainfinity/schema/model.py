@@ -11,10 +11,13 @@ from ainfinity.schema.base import PublicModel, StrictModel
 
 
 class ModelMetrics(PublicModel):
-    """The run's last training loss and last validation loss."""
+    """The run's last training loss and last validation loss; with a validation set, the
+    starting model's too, and the relative gain."""
 
     train_loss: float | None = None
     eval_loss: float | None = None
+    eval_loss_before: float | None = None
+    eval_gain: float | None = None
 
 
 class ModelLineage(PublicModel):

@@ -24,6 +24,8 @@ SMOLLM2_MODEL = "smollm2-135m-instruct"
 # default seed starts from.
 TINY_MODEL_SERVED_SEED = 42
 BUILTIN_MODELS = frozenset({TINY_MODEL, SMOLLM2_MODEL})
+# Their `model_type`, as a config.json would say it.
+BUILTIN_MODEL_TYPES = {TINY_MODEL: "llama", SMOLLM2_MODEL: "llama"}
 # A fixed date, so that listing pages stay stable across restarts.
 _BUILTIN_CREATED = datetime(2025, 1, 1, tzinfo=timezone.utc)
 _DIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -354,6 +354,8 @@ def model_of(record: JobRecord) -> Model:
         metrics=ModelMetrics(
             train_loss=facts.train_loss if facts else None,
             eval_loss=facts.eval_loss if facts else None,
+            eval_loss_before=record.eval_loss_before,
+            eval_gain=record.eval_gain,
         ),
         lineage=ModelLineage(
             dataset=spec.dataset,

@@ -303,6 +303,10 @@ def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
     # Its dict dumps would duplicate the ainfinity-metric lines on stdout.
     trainer.remove_callback(PrinterCallback)
 
+    if data.validation is not None and resume_from is None:
+        # The starting model's validation loss (step 0): what the run is measured against.
+        # A resumed run measured it when it first started.
+        evaluate_before_training(trainer, use_deepspeed=use_deepspeed)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_loss = _run_mean_loss(trainer.state.log_history)
     if train_loss is None:
@@ -326,6 +330,26 @@ def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
             {"output_dir": str(config.output_dir), "train_loss": train_loss},
         )
     _leave_process_group()
+
+
+def evaluate_before_training(trainer: Any, *, use_deepspeed: bool) -> None:
+    """Evaluate the starting model, as the eval record of step 0.
+
+    Without DeepSpeed that is `trainer.evaluate()`. Under DeepSpeed the engine only exists
+    once training starts (an evaluation before it is refused under ZeRO-1/2), so the same
+    evaluation runs from a callback at the start of training instead.
+    """
+    if not use_deepspeed:
+        trainer.evaluate()
+        return
+    from transformers import TrainerCallback
+
+    class EvaluateFirst(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 0:
+                trainer.evaluate()
+
+    trainer.add_callback(EvaluateFirst())
 
 
 def _leave_process_group() -> None:

@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 Method = Literal["full", "lora"]
 AttnImplementation = Literal["auto", "sdpa", "eager", "flash_attention_2"]
 LrSchedulerType = Literal["linear", "cosine", "constant", "constant_with_warmup"]
+LoraTargetKeyword = Literal["auto", "all-linear"]
 
 
 class JobConfigError(ValueError):
@@ -52,12 +53,13 @@ class TrainingHyperparameters:
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """Low-rank adapter settings; `target_modules=None` adapts every linear layer."""
+    """Low-rank adapter settings. `target_modules`: layer names, `auto` (the model family's
+    projections, `ainfinity.train.lora_targets`), or `all-linear` / None (every linear layer)."""
 
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] | None = None
+    target_modules: list[str] | LoraTargetKeyword | None = "auto"
     # Also write the base model with the adapter folded in, to output_dir/merged.
     merge: bool = False
 
@@ -143,9 +145,14 @@ def _check_value(name: str, value: Any, annotation: str) -> Any:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         ok = ok and math.isfinite(value)
         value = float(value) if ok else value
-    elif kind == "list[str]":
-        ok = isinstance(value, list) and bool(value) and all(map(_is_text, value))
-        kind = "a non-empty list of non-empty strings"
+    elif kind in ("list[str]", "list[str] | LoraTargetKeyword"):
+        keywords = get_args(LoraTargetKeyword) if kind != "list[str]" else ()
+        ok = value in keywords or (
+            isinstance(value, list) and bool(value) and all(map(_is_text, value))
+        )
+        kind = "a non-empty list of non-empty strings" + (
+            f" or one of {', '.join(map(repr, keywords))}" if keywords else ""
+        )
     elif kind in _CHOICES:
         if value not in _CHOICES[kind]:
             allowed = ", ".join(map(repr, _CHOICES[kind]))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -174,9 +175,7 @@ class MetricsCallback(TrainerCallback):
         control: TrainerControl,
         **kwargs: Any,
     ) -> None:
-        """Create the metrics file's directory, and start timing from here (or the resume step)."""
-        if self.metrics_file is not None and state.is_world_process_zero:
-            self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        """Start timing from here (or the resume step)."""
         self._restart_window(state)
 
     def on_step_end(
@@ -239,7 +238,8 @@ class MetricsCallback(TrainerCallback):
     def _record(self, state: TrainerState, **values: Any) -> dict[str, Any]:
         return {
             "step": state.global_step,
-            "total_steps": state.max_steps,
+            # Unknown (0) before training starts: the starting model's evaluation.
+            "total_steps": state.max_steps or None,
             "epoch": float(state.epoch or 0.0),
             **values,
             "time": _now(),
@@ -247,7 +247,28 @@ class MetricsCallback(TrainerCallback):
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.metrics_file is not None:
+            # Here, not at the start of training: the starting model is evaluated before it.
+            self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
             with self.metrics_file.open("a", encoding="utf-8") as sink:
                 sink.write(json.dumps(record) + "\n")
                 sink.flush()
         emit_event(METRIC_PREFIX, record, self.stream)
+        # For people reading the log: the same record in one line.
+        print(progress_line(record), file=self.stream or sys.stdout, flush=True)
+
+
+def progress_line(record: Mapping[str, Any]) -> str:
+    """`step 12/24 | loss 0.4339 | lr 1.60e-03 | 150 tokens/s | ETA 0:00:45`, or for an
+    evaluation `eval  step 24/24 | eval_loss 0.1982`."""
+    total = record.get("total_steps")
+    step = f"step {record['step']}/{total}" if total else f"step {record['step']}"
+    if record.get("loss") is None:
+        return f"eval  {step} | eval_loss {record.get('eval_loss')}"
+    parts = [step, f"loss {record['loss']:.4f}", f"lr {record.get('learning_rate', 0.0):.2e}"]
+    if record.get("tokens_per_second") is not None:
+        parts.append(f"{record['tokens_per_second']:.0f} tokens/s")
+    step_time = record.get("step_time_seconds")
+    if total and step_time is not None:
+        remaining = max(total - record["step"], 0) * step_time
+        parts.append(f"ETA {timedelta(seconds=round(remaining))}")
+    return " | ".join(parts)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ainfinity.train.builtin_models import SMOLLM2_NAME, builtin_directory
 from ainfinity.train.failures import ModelLoadError
+from ainfinity.train.lora_targets import resolve_targets
 from ainfinity.train.tiny_model import TINY_MODEL_NAME, build_tiny_random_llama
 
 if TYPE_CHECKING:
@@ -84,12 +85,14 @@ def add_lora_adapters(
         # With every base weight frozen, checkpointed blocks would see inputs that need no
         # gradient and skip the backward pass into the adapters.
         model.enable_input_require_grads()
+    # "all-linear" is every linear layer but the output head.
+    targets = resolve_targets(settings.target_modules, getattr(model.config, "model_type", None))
+    print(f"ainfinity: LoRA adapts {targets if isinstance(targets, str) else ', '.join(targets)}")
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        # "all-linear" is every linear layer but the output head.
-        target_modules=settings.target_modules or "all-linear",
+        target_modules=targets,
         task_type="CAUSAL_LM",
     )
     try:

@@ -63,7 +63,7 @@ class TestJobConfig:
         assert config.validation_dataset is None
         assert config.method == "full"
         assert config.lora == LoraSettings(
-            r=16, alpha=32, dropout=0.05, target_modules=None, merge=False
+            r=16, alpha=32, dropout=0.05, target_modules="auto", merge=False
         )
         hp = config.hyperparameters
         assert (hp.epochs, hp.packing, hp.completion_only_loss) == (1.0, False, True)

@@ -139,7 +139,9 @@ class TestSuccessfulRun:
 
         assert [record["step"] for record in train] == list(range(1, MAX_STEPS + 1))
         assert all(set(record) == TRAIN_FIELDS for record in train)
-        assert {record["total_steps"] for record in records} == {MAX_STEPS}
+        # The starting model's evaluation comes before training knows its length.
+        assert {record["total_steps"] for record in records if record["step"]} == {MAX_STEPS}
+        assert records[0]["step"] == 0 and records[0]["total_steps"] is None
         assert [json.loads(line) for line in metrics_file.read_text().splitlines()] == records
 
     def test_rates_count_every_example_and_non_padding_token(
@@ -173,9 +175,10 @@ class TestSuccessfulRun:
     def test_evaluates_the_validation_set_at_every_checkpoint(self, tiny_run: FinetuneRun) -> None:
         evals = tiny_run.eval_records()
 
-        assert [record["step"] for record in evals] == [20, 40, 60]
+        # Before the first step too: the starting model's validation loss.
+        assert [record["step"] for record in evals] == [0, 20, 40, 60]
         assert set(evals[0]) == {"step", "total_steps", "epoch", "eval_loss", "time"}
-        assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+        assert evals[-1]["eval_loss"] < evals[1]["eval_loss"] < evals[0]["eval_loss"]
 
     def test_keeps_the_newest_checkpoints_each_marked_with_its_losses(
         self, tiny_run: FinetuneRun
@@ -231,7 +234,11 @@ class TestResume:
     ) -> None:
         resumed = resumed_run.losses()
         reference = {step: tiny_run.losses()[step] for step in resumed}
-        reference_evals = [record["eval_loss"] for record in tiny_run.eval_records()[1:]]
+        reference_evals = [
+            record["eval_loss"]
+            for record in tiny_run.eval_records()
+            if record["step"] > INTERRUPTED_AFTER
+        ]
 
         assert list(resumed) == list(range(INTERRUPTED_AFTER + 1, MAX_STEPS + 1))
         assert resumed == pytest.approx(reference, abs=1e-3)

@@ -64,9 +64,11 @@ def test_trains_and_evaluates_once_at_the_end(lora_run: FinetuneRun) -> None:
     assert not lora_run.events(ERROR_PREFIX)
     [done] = lora_run.events(DONE_PREFIX)
     losses = list(lora_run.losses().values())
-    [final_eval] = lora_run.eval_records()
+    # The starting model (its adapters are zero: the base alone), then the trained one.
+    start_eval, final_eval = lora_run.eval_records()
 
     assert losses[-1] < losses[0], losses
+    assert start_eval["step"] == 0 and final_eval["eval_loss"] < start_eval["eval_loss"]
     assert final_eval["step"] == max(lora_run.losses())
     assert math.isfinite(final_eval["eval_loss"])
     assert math.isfinite(done.payload["train_loss"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from ainfinity.train.dataset import CausalLMCollator, PackedRowsCollator, PaddingFreeCollator
 from ainfinity.train.failures import NonFiniteLossError
-from ainfinity.train.metrics import BatchCounter, MetricsCallback
+from ainfinity.train.metrics import BatchCounter, MetricsCallback, progress_line
 from ainfinity.train.protocol import (
     DATASET_PREFIX,
     DONE_PREFIX,
@@ -49,9 +50,15 @@ class TestMetricsCallback:
         logs = {"loss": 1.5, "learning_rate": 1e-3, "grad_norm": 0.25, "epoch": 0.5}
         callback.on_log(training_args, state, TrainerControl(), logs=logs)
 
-        [line] = stream.getvalue().splitlines()
+        line, readable = stream.getvalue().splitlines()
         event = parse_event(line)
         assert event is not None and event.kind == METRIC_PREFIX
+        # And the same for people: step, loss, lr, tokens/s and ETA in one line.
+        assert readable == progress_line(event.payload)
+        assert re.fullmatch(
+            r"step 3/10 \| loss 1\.5000 \| lr 1\.00e-03 \| \d+ tokens/s \| ETA \d:\d\d:\d\d",
+            readable,
+        ), readable
         assert json.loads(metrics_file.read_text()) == event.payload
         record = dict(event.payload)
         assert datetime.fromisoformat(record.pop("time")).utcoffset() is not None
@@ -75,7 +82,7 @@ class TestMetricsCallback:
         logs = {"eval_loss": 0.75, "eval_runtime": 0.1, "epoch": 0.5}
         callback.on_log(training_args, trainer_state(), TrainerControl(), logs=logs)
 
-        event = parse_event(stream.getvalue())
+        event = parse_event(stream.getvalue().splitlines()[0])
         assert event is not None
         assert set(event.payload) == {"step", "total_steps", "epoch", "eval_loss", "time"}
         assert event.payload["eval_loss"] == 0.75
@@ -95,7 +102,7 @@ class TestMetricsCallback:
         callback.on_step_end(training_args, trainer_state(step=2), control)
         callback.on_log(training_args, trainer_state(step=2), control, logs={"loss": 1.0})
 
-        event = parse_event(stream.getvalue())
+        event = parse_event(stream.getvalue().splitlines()[0])
         assert event is not None
         assert event.payload["step_time_seconds"] < 0.05
 
@@ -137,7 +144,7 @@ class TestMetricsCallback:
         logs = {"loss": 2.0, "learning_rate": 0.1, "grad_norm": float("inf")}
         callback.on_log(training_args, trainer_state(), TrainerControl(), logs=logs)
 
-        event = parse_event(stream.getvalue())
+        event = parse_event(stream.getvalue().splitlines()[0])
         assert event is not None and event.payload["grad_norm"] is None
 
 

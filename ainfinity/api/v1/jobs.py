@@ -15,6 +15,7 @@ from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import CheckpointList, Job, JobCreate, JobList, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+_TEXT = "text/plain; charset=utf-8"
 
 JobName = Annotated[str, Path(min_length=1, max_length=64, description="The job's name.")]
 IdempotencyKey = Annotated[
@@ -144,12 +145,18 @@ def get_logs(
     follow: Annotated[
         bool, Query(description="Keep streaming new output until the job ends (chunked).")
     ] = False,
+    raw: Annotated[
+        bool,
+        Query(description="Keep the trainer's `ainfinity-*` protocol lines (left out by default)."),
+    ] = False,
 ) -> Response:
-    """The job's combined stdout and stderr."""
+    """The job's combined stdout and stderr, streamed from disk."""
     if follow:
-        chunks = service.follow_logs(name, tail=tail, caller=key, stopping=server_stopping)
-        return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
-    return PlainTextResponse(service.read_logs(name, tail=tail, caller=key))
+        chunks = service.follow_logs(name, tail=tail, raw=raw, caller=key, stopping=server_stopping)
+        return StreamingResponse(chunks, media_type=_TEXT)
+    return StreamingResponse(
+        service.read_logs(name, tail=tail, raw=raw, caller=key), media_type=_TEXT
+    )
 
 
 @router.get("/{name}/events", responses=NOT_FOUND)
