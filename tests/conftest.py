@@ -84,3 +84,20 @@ def runner_settings(make_settings: MakeSettings) -> Settings:
 def runner(runner_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(runner_settings), headers={"X-API-Key": API_KEY}) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in smollm2-135m-instruct, unpacked once per session (about a minute: the
+    GGUF file is read and de-quantized), for every test that uses the real model."""
+    from ainfinity.train.builtin_models import SMOLLM2_NAME, builtin_directory
+
+    return builtin_directory(SMOLLM2_NAME, tmp_path_factory.mktemp("model-cache"))
+
+
+def share_model_cache(home: Path, directory: Path) -> None:
+    """Put an unpacked built-in in a server's model cache ($AINFINITY_HOME/models), so that
+    its jobs and its inference worker find it there instead of unpacking it again."""
+    cache = home / "models"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / directory.name).symlink_to(directory, target_is_directory=True)
