@@ -246,6 +246,8 @@ def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
     set_seed(hp.seed)
     on_gpu = torch.cuda.is_available()
     bf16 = on_gpu and torch.cuda.is_bf16_supported()
+    device = torch.cuda.get_device_name() if on_gpu else "cpu"
+    print(f"ainfinity: training on {device} in {'bf16' if bf16 else 'fp32'}", flush=True)
 
     # Built before the model: under ZeRO-3 the arguments make from_pretrained shard as it loads.
     args = training_arguments(config, use_deepspeed=use_deepspeed, bf16=bf16, on_gpu=on_gpu)

@@ -108,13 +108,20 @@ class FinetuneRun:
         return {record["step"]: record["loss"] for record in self.train_records()}
 
 
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def trainer_env(workdir: Path) -> dict[str, str]:
     """The environment a launched trainer gets: one thread per rank, no hub, this checkout."""
     return {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
-        "DS_ACCELERATOR": "cpu",
+        # DeepSpeed's CPU accelerator, unless there is a GPU (bench/gpu_check.sh).
+        **({} if _cuda() else {"DS_ACCELERATOR": "cpu"}),
         METRICS_FILE_ENV: str(workdir / "metrics" / "metrics.jsonl"),
         # The checkout may not be pip-installed; the child must import this tree's package.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
