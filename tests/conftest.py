@@ -56,6 +56,8 @@ def make_settings(tmp_path: Path) -> MakeSettings:
             "local_gpus": 0,
             # Measuring token lengths starts the inference worker: only the tests about it.
             "token_stats": False,
+            # Webhooks go to the tests' own loopback receivers, named as an operator would.
+            "webhook_hosts": ["127.0.0.1", "localhost"],
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[arg-type]

@@ -90,6 +90,7 @@ def server_env(home: Path, **overrides: str) -> dict[str, str]:
         "AINFINITY_LOCAL_MAX_JOBS": "0",
         "AINFINITY_LOCAL_GPUS": "0",
         "AINFINITY_TOKEN_STATS": "false",
+        "AINFINITY_WEBHOOK_HOSTS": "127.0.0.1,localhost",
         "AINFINITY_LOG_FORMAT": "text",
         **overrides,
     }

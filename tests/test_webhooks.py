@@ -300,3 +300,57 @@ def test_webhook_hosts_confine_where_the_server_posts(
             assert response.status_code == 403, response.text
             assert response.json()["detail"]["code"] == "webhook_not_allowed"
             assert client.get("/api/v1/jobs/hooked").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",  # the cloud's metadata service
+        "http://127.0.0.1:8000/api/v1/jobs",
+        "http://10.0.0.7/hook",
+        "http://192.168.1.1/hook",
+        "http://100.64.0.1/hook",  # shared address space
+        "http://[::1]:8000/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_internal_addresses_are_refused_by_default(make_settings: MakeSettings, url: str) -> None:
+    settings = make_settings(webhook_hosts=[])
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        response = client.post("/api/v1/jobs", json=job_body(name="ssrf", webhook_url=url))
+        assert response.status_code == 403, response.text
+        assert response.json()["detail"]["code"] == "webhook_not_allowed"
+        assert "AINFINITY_WEBHOOK_HOSTS" in response.json()["detail"]["msg"]
+        assert client.get("/api/v1/jobs/ssrf").status_code == 404
+
+
+def test_a_name_that_resolves_inside_is_refused_when_delivering(
+    make_settings: MakeSettings, receiver: Receiver
+) -> None:
+    # `localhost` is a name: it passes at POST, and is checked on the address it resolves
+    # to, when the delivery connects (so DNS cannot turn a checked name into an inside one).
+    port = receiver.url.rsplit(":", 1)[1]
+    settings = make_settings(webhook_hosts=[], webhook_backoff_seconds=0.1)
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        body = job_body(name="inside", webhook_url=f"http://localhost:{port}/hook")
+        assert client.post("/api/v1/jobs", json=body).status_code == 202
+        assert client.post("/api/v1/jobs/inside/cancel").status_code == 202
+
+        def refused() -> list[dict[str, Any]]:
+            events = client.get("/api/v1/jobs/inside/events").json()["data"]
+            return [e for e in events if e["type"] == "webhook_failed"]
+
+        wait_until(lambda: bool(refused()), timeout=20)
+        time.sleep(0.5)  # no retry follows
+        [event] = refused()
+        assert "resolves to an internal address" in event["message"]
+        assert event["message"].endswith("not retried")
+    assert receiver.for_job("inside") == []
+
+
+def test_naming_an_internal_host_allows_it(make_settings: MakeSettings) -> None:
+    settings = make_settings(webhook_hosts=["10.0.0.7"])
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        body = job_body(name="named", webhook_url="http://10.0.0.7/hook")
+        assert client.post("/api/v1/jobs", json=body).status_code == 202

@@ -35,7 +35,8 @@ from ainfinity.jobs.reconciler import Reconciler
 from ainfinity.jobs.run_output import read_metrics
 from ainfinity.jobs.task_render import dump_job_config, dump_task, render_job
 from ainfinity.jobs.transitions import transition, utcnow
-from ainfinity.jobs.webhooks import WebhookDispatcher, check_webhook_host
+from ainfinity.jobs.webhook_targets import check_webhook_url
+from ainfinity.jobs.webhooks import WebhookDispatcher
 from ainfinity.schema.activity import Event, EventType, Metric
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobRecord, JobSpec, JobStatus
@@ -110,7 +111,7 @@ class SkyPilotService:
         if executor_name == "local" and request.output_uri is not None:
             raise InvalidSpec("output_uri needs the skypilot executor; local jobs write locally.")
         if request.webhook_url is not None:
-            check_webhook_host(request.webhook_url, self.settings.webhook_hosts)
+            check_webhook_url(request.webhook_url, self.settings.webhook_hosts)
         name = request.name or generate_name()
         # Early answer for a taken name, before the dataset is read row by row; the store's
         # create() is what guarantees uniqueness against concurrent creators.

@@ -34,8 +34,9 @@ from pydantic import ValidationError
 
 from ainfinity import __version__
 from ainfinity.core.config import Settings
-from ainfinity.exceptions import JobNotFound, WebhookNotAllowed
+from ainfinity.exceptions import JobNotFound
 from ainfinity.jobs.transitions import SYSTEM_ACTOR, utcnow
+from ainfinity.jobs.webhook_targets import InternalAddressRefused, guarded_transport
 from ainfinity.schema.activity import Event, EventType
 from ainfinity.schema.job import JobRecord
 from ainfinity.store.job_store import JobStore
@@ -64,6 +65,8 @@ class Claim:
 class Outcome:
     delivered: bool
     detail: str
+    # No later attempt can do better (the target is refused by policy).
+    final: bool = False
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -97,7 +100,10 @@ class WebhookDispatcher:
         # Made here, in the loop that uses it (an app may be started more than once).
         self._slots = asyncio.Semaphore(_MAX_CONCURRENT)
         async with httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, trust_env=False
+            transport=guarded_transport(self.settings.webhook_hosts),
+            timeout=timeout,
+            follow_redirects=False,
+            trust_env=False,
         ) as client:
             try:
                 while True:
@@ -206,7 +212,8 @@ class WebhookDispatcher:
         except TimeoutError:
             return Outcome(False, f"no answer in {self.settings.webhook_timeout_seconds:g} s")
         except httpx.HTTPError as exc:
-            return Outcome(False, f"{type(exc).__name__}: {exc}"[:300])
+            refused = isinstance(exc.__cause__, InternalAddressRefused)
+            return Outcome(False, f"{type(exc).__name__}: {exc}"[:300], final=refused)
 
     def _settle(self, claim: Claim, outcome: Outcome) -> None:
         host = urlsplit(claim.url).hostname
@@ -228,11 +235,13 @@ class WebhookDispatcher:
                 hook.state = "delivered"
                 kind = EventType.WEBHOOK_DELIVERED
                 message = f"webhook delivered to {host} ({outcome.detail}, attempt {claim.attempt})"
-            elif claim.attempt >= attempts:
+            elif claim.attempt >= attempts or outcome.final:
                 hook.state = "failed"
                 message = (
                     f"webhook to {host} failed: {outcome.detail} "
                     f"(attempt {claim.attempt} of {attempts}); giving up"
+                    if not outcome.final
+                    else f"webhook to {host} refused: {outcome.detail}; not retried"
                 )
             else:
                 delay = self.settings.webhook_backoff_seconds * 2 ** (claim.attempt - 1)
@@ -286,15 +295,3 @@ def _redirect_note(response: httpx.Response) -> str:
     if 300 <= response.status_code < 400:
         return " (redirect not followed: only 307/308 to the same host are)"
     return ""
-
-
-def check_webhook_host(url: str, allowed: list[str]) -> None:
-    """Refuse a webhook host outside `allowed` (`host`, or `*.domain` for its subdomains);
-    an empty list allows any host."""
-    if not allowed:
-        return
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    for pattern in (entry.lower().rstrip(".") for entry in allowed):
-        if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
-            return
-    raise WebhookNotAllowed()
