@@ -99,6 +99,24 @@ class JobFinished(AinfinityError):
     msg = "The job has already finished."
 
 
+class JobNotRunning(AinfinityError):
+    status_code = 409
+    code = "job_not_running"
+    msg = "Only a running job can be paused."
+
+
+class JobNotPaused(AinfinityError):
+    status_code = 409
+    code = "job_not_paused"
+    msg = "Only a paused job can be resumed."
+
+
+class PauseNeedsOutputUri(AinfinityError):
+    status_code = 409
+    code = "pause_needs_output_uri"
+    msg = "A SkyPilot job can only pause with an output_uri bucket for its checkpoint."
+
+
 class JobActive(AinfinityError):
     status_code = 409
     code = "job_active"

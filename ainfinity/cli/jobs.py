@@ -132,6 +132,22 @@ def cancel(
 
 
 @app.command()
+def pause(ctx: typer.Context, name: JobName) -> None:
+    """Save a checkpoint at the next step's end and stop: PAUSING -> PAUSED."""
+    with connect(ctx) as client:
+        job = client.pause_job(name)
+    print(f"{job.name} {job.status.value}")
+
+
+@app.command()
+def resume(ctx: typer.Context, name: JobName) -> None:
+    """Relaunch a paused job from its newest complete checkpoint."""
+    with connect(ctx) as client:
+        job = client.resume_job(name)
+    print(f"{job.name} {job.status.value}")
+
+
+@app.command()
 def delete(ctx: typer.Context, name: JobName) -> None:
     """Remove a finished job's record and files."""
     with connect(ctx) as client:

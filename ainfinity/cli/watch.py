@@ -19,10 +19,12 @@ from ainfinity.schema.job import Job, JobStatus
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 3
 EXIT_CANCELLED = 4
+EXIT_PAUSED = 5
 EXIT_CODES = {
     JobStatus.SUCCEEDED: EXIT_SUCCEEDED,
     JobStatus.FAILED: EXIT_FAILED,
     JobStatus.CANCELLED: EXIT_CANCELLED,
+    JobStatus.PAUSED: EXIT_PAUSED,
 }
 
 
@@ -33,9 +35,9 @@ def watch(
         float, typer.Option(min=0.1, help="Seconds between two looks at the job.")
     ] = 1.0,
 ) -> None:
-    """Show a job's progress (step, loss, eval loss, ETA) until it ends.
+    """Show a job's progress (step, loss, eval loss, ETA) until it ends (or pauses: exit 5).
 
-    Exit status: 0 SUCCEEDED, 3 FAILED, 4 CANCELLED, 1 an API or connection error."""
+    Exit status: 0 SUCCEEDED, 3 FAILED, 4 CANCELLED, 5 PAUSED, 1 an API or connection error."""
     out = render.console()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -59,7 +61,7 @@ def watch(
                 )
                 seen = job.status
             progress.update(task, **_fields(job))
-            if job.status.is_terminal:
+            if not job.status.is_active:
                 break
             time.sleep(interval)
             job = client.get_job(name)

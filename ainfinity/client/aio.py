@@ -105,6 +105,14 @@ class AsyncClient:
     async def cancel_job(self, name: str, idempotency_key: str | None = None) -> Job:
         return await self._send(calls.cancel_job(name, idempotency_key))
 
+    async def pause_job(self, name: str) -> Job:
+        """Save a checkpoint at the next step's end and stop (PAUSING, then PAUSED)."""
+        return await self._send(calls.pause_job(name))
+
+    async def resume_job(self, name: str) -> Job:
+        """Relaunch a paused job from its newest complete checkpoint."""
+        return await self._send(calls.resume_job(name))
+
     async def delete_job(self, name: str) -> None:
         await self._send(calls.delete_job(name))
 

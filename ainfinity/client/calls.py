@@ -107,6 +107,14 @@ def cancel_job(name: str, idempotency_key: str | None) -> Call[Job]:
     return Call("POST", _job_path(name, "cancel"), _job, headers=_idempotency(idempotency_key))
 
 
+def pause_job(name: str) -> Call[Job]:
+    return Call("POST", _job_path(name, "pause"), _job)
+
+
+def resume_job(name: str) -> Call[Job]:
+    return Call("POST", _job_path(name, "resume"), _job)
+
+
 def delete_job(name: str) -> Call[None]:
     return Call("DELETE", _job_path(name), _nothing)
 

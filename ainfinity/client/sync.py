@@ -111,6 +111,14 @@ class Client:
     def cancel_job(self, name: str, idempotency_key: str | None = None) -> Job:
         return self._send(calls.cancel_job(name, idempotency_key))
 
+    def pause_job(self, name: str) -> Job:
+        """Save a checkpoint at the next step's end and stop (PAUSING, then PAUSED)."""
+        return self._send(calls.pause_job(name))
+
+    def resume_job(self, name: str) -> Job:
+        """Relaunch a paused job from its newest complete checkpoint."""
+        return self._send(calls.resume_job(name))
+
     def delete_job(self, name: str) -> None:
         self._send(calls.delete_job(name))
 

@@ -48,18 +48,42 @@ def process_start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
-def group_rss_bytes(pgid: int) -> int:
-    """Resident memory of every process in a process group, from /proc."""
-    total = 0
+def _group_members(pgid: int) -> list[int]:
+    members = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             stat = Path(entry.path, "stat").read_text()
-            if int(stat[stat.rindex(")") + 2 :].split()[2]) != pgid:
-                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[2]) == pgid:
+                members.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return members
+
+
+def trainer_pids(pgid: int) -> list[int]:
+    """The group's `python -m ainfinity.train.finetune` processes (its ranks), not a launcher
+    that names the module in its own arguments (`--module ainfinity.train.finetune`)."""
+    found = []
+    for pid in _group_members(pgid):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        pairs = zip(args, args[1:], strict=False)
+        if any(a == b"-m" and b == b"ainfinity.train.finetune" for a, b in pairs):
+            found.append(pid)
+    return found
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every process in a process group, from /proc."""
+    total = 0
+    for pid in _group_members(pgid):
+        try:
             # statm's second field: resident pages.
-            total += int(Path(entry.path, "statm").read_text().split()[1]) * _PAGE_SIZE
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_SIZE
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
     return total
@@ -166,6 +190,16 @@ class LocalExecutor:
         return Observation(
             finished=True, returncode=returncode if isinstance(returncode, int) else None
         )
+
+    def pause(self, record: JobRecord, paths: JobPaths) -> None:
+        """SIGUSR1 to the job's trainer processes only: under the deepspeed launcher, a
+        signal to the whole group would make the launcher kill its ranks mid-save."""
+        pgid = record.executor_state.get("pgid")
+        if not isinstance(pgid, int) or not self._alive(record.executor_state):
+            return
+        for pid in trainer_pids(pgid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGUSR1)
 
     def _memory_change(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """The job's resident memory when it moved by 5 % or more since it was last stored

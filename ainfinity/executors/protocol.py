@@ -51,6 +51,9 @@ class Executor(Protocol):
     def cancel(self, record: JobRecord, paths: JobPaths, *, force: bool) -> None:
         """Ask the job to stop (force: make it stop now)."""
 
+    def pause(self, record: JobRecord, paths: JobPaths) -> None:
+        """Ask the job to save a complete checkpoint at its next step's end and stop."""
+
     def refresh(self, records: Sequence[JobRecord]) -> None:
         """Once per pass, before `observe`: fetch what is needed for all these live jobs."""
 

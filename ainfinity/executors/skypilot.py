@@ -211,6 +211,12 @@ class SkyPilotExecutor:
             self._send_cancel(int(job_id))
         # Without a job id yet, `observe` sends the cancel as soon as the launch resolves.
 
+    def pause(self, record: JobRecord, paths: JobPaths) -> None:
+        """A managed job cannot be signalled: it is cancelled, and its newest complete
+        checkpoint, in the output bucket, is where the resumed job starts (the service only
+        pauses SkyPilot jobs that have an output_uri)."""
+        self.cancel(record, paths, force=False)
+
     def _send_cancel(self, job_id: int) -> None:
         with self._lock:
             if job_id in self._cancelling:

@@ -176,7 +176,8 @@ class EventFeed:
         if current.created_at != watched.created_at:
             return True  # deleted, and the name taken by another job
         webhook_pending = current.webhook is not None and current.webhook.state == "pending"
-        return current.status.is_terminal and not webhook_pending
+        # A paused job's stream ends too: a resume starts a new run (resumable by id).
+        return not current.status.is_active and not webhook_pending
 
 
 def _message(entry: JournalEntry) -> FeedMessage:

@@ -23,7 +23,7 @@ from typing import BinaryIO
 _CHUNK = 64 * 1024
 # The trainer's protocol lines (ainfinity.train.protocol), also behind a log collector's
 # prefix such as SkyPilot's `(task, pid=1234) `.
-_PROTOCOL_LINE = re.compile(rb"(?:^|\s)ainfinity-(?:metric|done|error|dataset) \{")
+_PROTOCOL_LINE = re.compile(rb"(?:^|\s)ainfinity-(?:metric|done|error|dataset|paused) \{")
 
 
 def is_protocol_line(line: bytes) -> bool:

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
@@ -26,17 +27,32 @@ from ainfinity.executors.protocol import Executor, LaunchError, Observation
 from ainfinity.jobs.event_feed import EventFeed
 from ainfinity.jobs.failure import classify_failure
 from ainfinity.jobs.progress import progress_from
-from ainfinity.jobs.run_output import failure_log, latest_metrics, starting_eval_loss
+from ainfinity.jobs.run_output import (
+    failure_log,
+    last_outcome,
+    latest_metrics,
+    starting_eval_loss,
+)
 from ainfinity.jobs.transitions import transition, utcnow
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JobRecord, JobStatus
 from ainfinity.serving.registry import register_model
 from ainfinity.store.job_index import IndexRow
 from ainfinity.store.job_store import JobStore
+from ainfinity.train.checkpoints import latest_complete_checkpoint
+from ainfinity.train.protocol import DONE_PREFIX, ERROR_PREFIX
 
 logger = logging.getLogger("ainfinity.service")
 
-_LIVE = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.RECOVERING, JobStatus.CANCELLING)
+_LIVE = (
+    JobStatus.STARTING,
+    JobStatus.RUNNING,
+    JobStatus.RECOVERING,
+    JobStatus.PAUSING,
+    JobStatus.CANCELLING,
+)
+# Asked for by a user: what the executor sees does not override them.
+_REQUESTED = (JobStatus.PAUSING, JobStatus.CANCELLING)
 _STATUS_MESSAGES = {
     JobStatus.STARTING: "job is starting",
     JobStatus.RUNNING: "job is running",
@@ -122,7 +138,7 @@ class Reconciler:
                 # One unreadable job must not stall all the others; it is retried next tick.
                 logger.exception("cannot reconcile job", extra={"job": name})
                 continue
-            if record.status.is_terminal:
+            if not record.status.is_active:
                 self.store.release_marker(name)
             elif record.status == JobStatus.PENDING:
                 pending.append(IndexRow.of(record))
@@ -213,7 +229,7 @@ class Reconciler:
                 self._refresh_progress(record)  # the run's last records, written at its end
                 return self._finish(record, observation)
             status = observation.status
-            if status and status != record.status and record.status != JobStatus.CANCELLING:
+            if status and status != record.status and record.status not in _REQUESTED:
                 message = _STATUS_MESSAGES.get(status, f"job is {status.value}")
                 if status == JobStatus.RECOVERING:
                     message += f" (recovery {record.recovery_count})"
@@ -245,13 +261,18 @@ class Reconciler:
     def _finish(self, record: JobRecord, observation: Observation) -> list[Event]:
         if record.cancel_requested_at is not None:
             return [transition(record, JobStatus.CANCELLED, message="job cancelled")]
+        log = self.store.paths(record.name).log
+        if record.pause_requested_at is not None:
+            # Paused, unless the run ended on its own first (it finished, or it failed).
+            outcome = last_outcome(log)
+            if outcome not in (DONE_PREFIX, ERROR_PREFIX):
+                return [self._paused(record)]
         if observation.returncode == 0:
             self._measure_gain(record)
             succeeded = transition(record, JobStatus.SUCCEEDED, message="job succeeded")
             # In the same write as the status: a SUCCEEDED job always has its model.
             metrics = self.store.paths(record.name).metrics
             return [succeeded, register_model(record, metrics_path=metrics)]
-        log = self.store.paths(record.name).log
         memory = record.executor_state.get("rss_bytes")
         reason = classify_failure(
             log, observation.returncode, memory_bytes=memory if isinstance(memory, int) else None
@@ -262,6 +283,12 @@ class Reconciler:
         record.failure_reason = reason
         record.failure_log = failure_log(log)
         return [transition(record, JobStatus.FAILED, message=record.failure_reason)]
+
+    def _paused(self, record: JobRecord) -> Event:
+        """Stopped at a complete checkpoint (the newest in its output: resumed from)."""
+        checkpoint = latest_complete_checkpoint(Path(record.output_dir))
+        where = f" at {checkpoint.name}" if checkpoint is not None else ""
+        return transition(record, JobStatus.PAUSED, message=f"job paused{where}")
 
     def _measure_gain(self, record: JobRecord) -> None:
         """The trained model's validation loss, and what training gained over the start."""

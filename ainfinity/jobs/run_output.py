@@ -10,7 +10,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from ainfinity.schema.activity import Metric
-from ainfinity.train.protocol import METRIC_PREFIX
+from ainfinity.train.protocol import (
+    DONE_PREFIX,
+    ERROR_PREFIX,
+    METRIC_PREFIX,
+    PAUSED_PREFIX,
+    parse_event,
+)
 
 _BLOCK = 64 * 1024
 
@@ -85,6 +91,15 @@ def starting_eval_loss(path: Path) -> float | None:
         metric = _parse_metric(line)
         if metric is not None and metric.step == 0 and metric.eval_loss is not None:
             return metric.eval_loss
+    return None
+
+
+def last_outcome(path: Path) -> str | None:
+    """The kind of the run's last `done`, `paused` or `error` line (None: none of them)."""
+    for line in reversed(tail_bytes(path, 200).decode("utf-8", errors="replace").splitlines()):
+        event = parse_event(line)
+        if event is not None and event.kind in (DONE_PREFIX, PAUSED_PREFIX, ERROR_PREFIX):
+            return event.kind
     return None
 
 

@@ -23,7 +23,10 @@ from ainfinity.exceptions import (
     JobExists,
     JobFinished,
     JobNotFound,
+    JobNotPaused,
+    JobNotRunning,
     NotImplementedYet,
+    PauseNeedsOutputUri,
 )
 from ainfinity.executors.protocol import Executor
 from ainfinity.executors.sky_catalog import estimate_cost, validate_task
@@ -266,12 +269,13 @@ class SkyPilotService:
                     actor=actor,
                 )
             ]
-            if record.status == JobStatus.PENDING:
-                events.append(
-                    transition(
-                        record, JobStatus.CANCELLED, message="cancelled before start", actor=actor
-                    )
+            if record.status in (JobStatus.PENDING, JobStatus.PAUSED):
+                message = (
+                    "cancelled before start"
+                    if record.status == JobStatus.PENDING
+                    else "cancelled while paused"
                 )
+                events.append(transition(record, JobStatus.CANCELLED, message=message, actor=actor))
             else:
                 self.executors[record.executor].cancel(record, self.store.paths(name), force=False)
                 events.append(
@@ -283,6 +287,79 @@ class SkyPilotService:
 
         record = self.store.update(name, change)
         logger.info("job cancel requested", extra={"job": name, "actor": actor})
+        self.on_change()
+        return record
+
+    def pause_job(self, name: str, *, caller: ApiKey) -> JobRecord:
+        """Ask a running job to save a complete checkpoint at its next step's end and stop
+        (PAUSING, then PAUSED); `resume_job` relaunches it from there."""
+        actor = caller.name
+
+        def change(record: JobRecord) -> list[Event] | None:
+            _check_visible(caller, record)
+            if record.status.is_terminal:
+                raise JobFinished(f"Job {name!r} already ended {record.status.value}.")
+            if record.status in (JobStatus.PAUSING, JobStatus.PAUSED):
+                return None
+            if record.status not in (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.RECOVERING):
+                raise JobNotRunning(
+                    f"Job {name!r} is {record.status.value}: only a running job can be paused "
+                    "(a queued one can be cancelled)."
+                )
+            if record.executor == "skypilot" and record.spec.output_uri is None:
+                raise PauseNeedsOutputUri(
+                    f"Job {name!r} has no output_uri: its checkpoint would be lost with its "
+                    "cluster. Give SkyPilot jobs an output_uri bucket to pause them."
+                )
+            record.pause_requested_at = utcnow()
+            self.executors[record.executor].pause(record, self.store.paths(name))
+            return [
+                Event(
+                    time=record.pause_requested_at,
+                    type=EventType.PAUSE_REQUESTED,
+                    status=record.status,
+                    message="pause requested",
+                    actor=actor,
+                ),
+                transition(record, JobStatus.PAUSING, message="saving a checkpoint", actor=actor),
+            ]
+
+        record = self.store.update(name, change)
+        logger.info("job pause requested", extra={"job": name, "actor": actor})
+        self.on_change()
+        return record
+
+    def resume_job(self, name: str, *, caller: ApiKey) -> JobRecord:
+        """Queue a paused job again; it relaunches from its newest complete checkpoint."""
+        actor = caller.name
+
+        def change(record: JobRecord) -> list[Event] | None:
+            _check_visible(caller, record)
+            if record.status != JobStatus.PAUSED:
+                raise JobNotPaused(
+                    f"Job {name!r} is {record.status.value}: only a paused job can be resumed."
+                )
+            record.pause_requested_at = None
+            record.executor_state = {}
+            now = utcnow()
+            return [
+                Event(
+                    time=now,
+                    type=EventType.RESUMED,
+                    status=record.status,
+                    message="resume requested",
+                    actor=actor,
+                ),
+                transition(
+                    record,
+                    JobStatus.PENDING,
+                    message="queued to resume from its newest checkpoint",
+                    actor=actor,
+                ),
+            ]
+
+        record = self.store.update(name, change)
+        logger.info("job resumed", extra={"job": name, "actor": actor})
         self.on_change()
         return record
 
@@ -362,7 +439,7 @@ class SkyPilotService:
             current = self.store.get(watched.name)
         except JobNotFound:
             return True
-        return current.created_at != watched.created_at or current.status.is_terminal
+        return current.created_at != watched.created_at or not current.status.is_active
 
     def list_events(self, name: str, *, caller: ApiKey) -> list[Event]:
         self._visible(name, caller)

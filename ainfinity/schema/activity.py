@@ -15,6 +15,8 @@ class EventType(str, Enum):
     CREATED = "created"
     STATUS_CHANGED = "status_changed"
     CANCEL_REQUESTED = "cancel_requested"
+    PAUSE_REQUESTED = "pause_requested"
+    RESUMED = "resumed"
     WEBHOOK_DELIVERED = "webhook_delivered"
     WEBHOOK_FAILED = "webhook_failed"
     MODEL_REGISTERED = "model_registered"

@@ -24,12 +24,15 @@ BUCKET_URI_PATTERN = r"^(s3|gs|r2|cos|oci)://[a-z0-9][a-z0-9._-]*(/[A-Za-z0-9._/
 
 
 class JobStatus(str, Enum):
-    """Lifecycle of a job; `RECOVERING` is only reported by the SkyPilot executor."""
+    """Lifecycle of a job; `RECOVERING` is only reported by the SkyPilot executor. A PAUSED
+    job has saved a checkpoint and stopped: it holds nothing until it is resumed."""
 
     PENDING = "PENDING"
     STARTING = "STARTING"
     RUNNING = "RUNNING"
     RECOVERING = "RECOVERING"
+    PAUSING = "PAUSING"
+    PAUSED = "PAUSED"
     CANCELLING = "CANCELLING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
@@ -38,6 +41,11 @@ class JobStatus(str, Enum):
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        """Queued or running: what the reconciler drives (not ended, not paused)."""
+        return not self.is_terminal and self != JobStatus.PAUSED
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
@@ -365,6 +373,7 @@ class JobRecord(Job):
     owner: str | None = None
     executor_state: dict[str, Any] = Field(default_factory=dict)
     cancel_requested_at: datetime | None = None
+    pause_requested_at: datetime | None = None
     # How far into metrics.jsonl the event journal has published metric records (bytes).
     metrics_published: int = 0
     webhook: WebhookDelivery | None = None

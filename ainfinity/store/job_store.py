@@ -238,8 +238,10 @@ class JobStore:
                 # row, which start-up re-reads. (A model unregistered from a finished job
                 # may leave its row naming the model; readers check the record.)
                 self.index.put(record)
-            if record.status.is_terminal:
-                self.mark_inactive(name)
+            if not record.status.is_active:
+                self.mark_inactive(name)  # ended, or paused
+            elif not before[0].is_active:
+                self._mark_active(name)  # resumed
             return record
 
     def _write_locked(self, record: JobRecord, events: list[Event]) -> None:
@@ -289,7 +291,7 @@ class JobStore:
             current = self.get(name)
         except (JobNotFound, ValidationError):
             return
-        if not current.status.is_terminal:
+        if current.status.is_active:
             self._mark_active(name)
 
     def active_names(self) -> list[str]:
@@ -317,7 +319,7 @@ class JobStore:
                 self.release_marker(name)
                 continue
             self.index.put(record)
-            if record.status.is_terminal:
+            if not record.status.is_active:
                 self.release_marker(name)
             else:
                 self._mark_active(name)

@@ -47,6 +47,7 @@ from ainfinity.train.protocol import (
     DONE_PREFIX,
     ERROR_PREFIX,
     METRICS_FILE_ENV,
+    PAUSED_PREFIX,
     RESUME_NOTICE,
     ErrorCode,
     emit_event,
@@ -54,6 +55,8 @@ from ainfinity.train.protocol import (
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, TrainingArguments
+
+    from ainfinity.train.pause import PauseRequest
 
 # For these the one-line message says it all; other codes print their traceback to stderr too.
 _EXPLAINED_BY_MESSAGE = frozenset({ErrorCode.INVALID_DATASET, ErrorCode.NAN_LOSS})
@@ -217,9 +220,14 @@ def _evaluated_at(log_history: list[dict[str, Any]], step: int) -> bool:
     return any("eval_loss" in entry and entry.get("step") == step for entry in log_history)
 
 
-def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
-    """Train as the job config says, save model and tokenizer, and print `ainfinity-done`."""
+def train(
+    config: JobConfig, *, use_deepspeed: bool = False, pause: PauseRequest | None = None
+) -> None:
+    """Train as the job config says, save model and tokenizer, and print `ainfinity-done`
+    (or, when asked to pause, save a checkpoint and print `ainfinity-paused`)."""
     import torch
+
+    from ainfinity.train.pause import PauseCallback, PauseRequest
 
     if use_deepspeed:
         use_single_process_defaults()
@@ -285,6 +293,7 @@ def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
         emit_event(DATASET_PREFIX, data.statistics)
 
     batch_counter = BatchCounter()
+    pause_callback = PauseCallback(pause or PauseRequest())
     trainer = CountingTrainer(
         model=model,
         args=args,
@@ -299,6 +308,7 @@ def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
                 metrics_file=os.environ.get(METRICS_FILE_ENV) or None,
                 batch_counter=batch_counter,
             ),
+            pause_callback,
         ],
         batch_counter=batch_counter,
     )
@@ -310,6 +320,14 @@ def train(config: JobConfig, *, use_deepspeed: bool = False) -> None:
         # A resumed run measured it when it first started.
         evaluate_before_training(trainer, use_deepspeed=use_deepspeed)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if pause_callback.paused_at is not None:
+        if is_main:
+            checkpoint = config.output_dir / f"checkpoint-{pause_callback.paused_at}"
+            emit_event(
+                PAUSED_PREFIX, {"step": pause_callback.paused_at, "checkpoint": str(checkpoint)}
+            )
+        _leave_process_group()
+        return
     train_loss = _run_mean_loss(trainer.state.log_history)
     if train_loss is None:
         train_loss = result.training_loss
@@ -378,6 +396,11 @@ def _validated(path: Path, *, validation: bool) -> DatasetReport:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one job; return the process exit status."""
+    from ainfinity.train.pause import PAUSE_SIGNAL, PauseRequest
+
+    # At once: a pause asked for while the model still loads is honoured at the first step.
+    pause = PauseRequest()
+    pause.install(PAUSE_SIGNAL)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -393,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise InvalidValidationDataset(
                     f"{validation.format!r} data, but the dataset is {report.format!r} data"
                 )
-        train(config, use_deepspeed=args.deepspeed)
+        train(config, use_deepspeed=args.deepspeed, pause=pause)
     except Exception as exc:
         code = error_code(exc)
         if code is None:

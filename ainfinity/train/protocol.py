@@ -18,7 +18,10 @@ DONE_PREFIX = "ainfinity-done"
 ERROR_PREFIX = "ainfinity-error"
 DATASET_PREFIX = "ainfinity-dataset"
 """The training dataset's token statistics and format, printed once before training."""
-EVENT_PREFIXES = (METRIC_PREFIX, DONE_PREFIX, ERROR_PREFIX, DATASET_PREFIX)
+PAUSED_PREFIX = "ainfinity-paused"
+"""Asked to pause (SIGUSR1, or SIGTERM once training runs): a complete checkpoint was saved at
+the step the line names, and the trainer exits 0 without finishing."""
+EVENT_PREFIXES = (METRIC_PREFIX, DONE_PREFIX, ERROR_PREFIX, DATASET_PREFIX, PAUSED_PREFIX)
 
 RESUME_NOTICE = "ainfinity: resuming from"
 """Plain-text line (not an event): `ainfinity: resuming from <checkpoint dir> (step N)`."""

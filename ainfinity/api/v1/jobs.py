@@ -121,6 +121,31 @@ def cancel_job(
     return service.cancel_job_once(name, caller=key, idempotency_key=idempotency_key)
 
 
+@router.post(
+    "/{name}/pause",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorResponse, "description": "Not running, or ended"},
+    },
+)
+def pause_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Job:
+    """Save a complete checkpoint at the next step's end and stop: PAUSING, then PAUSED. A
+    paused job holds no slot; `resume` relaunches it from that checkpoint."""
+    return service.pause_job(name, caller=key).public()
+
+
+@router.post(
+    "/{name}/resume",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "Not paused"}},
+)
+def resume_job(name: JobName, service: ServiceDep, key: CurrentKey) -> Job:
+    """Queue a paused job again (PENDING): it continues from its newest complete checkpoint,
+    and its metrics continue the same curve."""
+    return service.resume_job(name, caller=key).public()
+
+
 @router.delete(
     "/{name}",
     status_code=status.HTTP_204_NO_CONTENT,
