@@ -263,7 +263,9 @@ def progress_line(record: Mapping[str, Any]) -> str:
     total = record.get("total_steps")
     step = f"step {record['step']}/{total}" if total else f"step {record['step']}"
     if record.get("loss") is None:
-        return f"eval  {step} | eval_loss {record.get('eval_loss')}"
+        eval_loss = record.get("eval_loss")
+        shown = f"{eval_loss:.4f}" if isinstance(eval_loss, float) else str(eval_loss)
+        return f"eval  {step} | eval_loss {shown}"
     parts = [step, f"loss {record['loss']:.4f}", f"lr {record.get('learning_rate', 0.0):.2e}"]
     if record.get("tokens_per_second") is not None:
         parts.append(f"{record['tokens_per_second']:.0f} tokens/s")

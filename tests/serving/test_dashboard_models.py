@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from tests.builders import ROOT
 from tests.serving.conftest import ALICE_KEY, SAMPLE_CHAT, TRAINING, Served
 from tests.test_dashboard import CHROMIUM, PageWatch
 
@@ -27,7 +25,6 @@ pytestmark = pytest.mark.timeout(300)
 
 FULL = "ft:tiny-random-llama:full-a"
 LORA = "ft:tiny-random-llama:lora-a"
-SCREENSHOT_FOR_DOCS = ROOT / "docs" / "img" / "models.png"
 CHAT_PATH = "/v1/chat/completions"
 
 
@@ -272,11 +269,8 @@ def test_chat_box_streams_answers_and_keeps_the_conversation(
         [first_question["content"], second_question["content"]]
     )
 
-    screenshot = tmp_path / "models.png"
-    page.screenshot(path=str(screenshot), full_page=True)
-    if os.environ.get("AINFINITY_SAVE_SCREENSHOTS") == "1":
-        SCREENSHOT_FOR_DOCS.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(screenshot, SCREENSHOT_FOR_DOCS)
+    # (docs/img/models.png shows compare mode: test_dashboard_gains.py takes it.)
+    page.screenshot(path=str(tmp_path / "models.png"), full_page=True)
 
     # A new chat starts from nothing.
     page.click("#chat-clear")

@@ -91,3 +91,17 @@ export function modelPath(id) {
 /** The dashboard's own links (the hash part of its URL). */
 export const jobLink = (name) => "#/jobs/" + encodeURIComponent(name);
 export const modelLink = (id) => "#/models/" + encodeURIComponent(id);
+
+// How a job's `model` names a directory rather than an id: `/srv/models/x`, `./x`, `~/x`.
+const PATH_LIKE = /^[/.~]/;
+
+/**
+ * The id /v1 serves a model's `base_model` under: a built-in, hub or `ft:` id as it is; a model
+ * directory by its name (its last path segment), which is how the registry names directories.
+ */
+export function baseModelId(baseModel) {
+  if (!baseModel) return null;
+  if (baseModel.startsWith("ft:") || !PATH_LIKE.test(baseModel)) return baseModel;
+  const segments = baseModel.split("/").filter((segment) => segment && segment !== ".");
+  return segments.length ? segments[segments.length - 1] : null;
+}

@@ -69,3 +69,14 @@ export function formatBytes(value) {
   }
   return DASH;
 }
+
+/**
+ * How much the loss moved, from the API's gain ((before - after) / before): a gain of 0.94
+ * reads "−94 %" (the loss fell by 94 %), a loss that rose reads "+12.5 %".
+ */
+export function formatLossChange(gain) {
+  if (gain === null || gain === undefined) return DASH;
+  const percent = Math.abs(gain * 100).toFixed(1).replace(/\.0$/, "");
+  if (percent === "0") return "0 %";
+  return `${gain > 0 ? "\u2212" : "+"}${percent} %`;
+}

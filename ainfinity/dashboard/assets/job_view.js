@@ -1,8 +1,10 @@
-// One job: header and progress, the loss chart, the events timeline and the log tail,
-// kept current by the job's event stream; the log tail follows the run's output.
+// One job: header and progress, the validation loss before and after training, the loss
+// chart, the events timeline and the log tail, kept current by the job's event stream; the log
+// tail follows the run's output (its readable lines: /logs leaves the protocol lines out).
 
 import { api, jobPath, modelLink, request } from "./api.js";
 import { LossChart } from "./chart.js";
+import { showEvalGain } from "./eval_gain.js";
 import {
   TERMINAL,
   el,
@@ -36,6 +38,8 @@ export class JobView {
     $("job-name").textContent = name;
     $("job-message").hidden = true;
     $("job-failure").hidden = true;
+    $("job-gain").hidden = true;
+    $("job-lora").hidden = true;
     $("events").replaceChildren();
     $("log").textContent = "";
     $("job-model-link").hidden = true;
@@ -71,7 +75,7 @@ export class JobView {
       ]);
       if (this.closed) return;
       this.setJob(job);
-      this.chart.add(...metrics.data);
+      this.addMetrics(metrics.data);
       for (const event of events.data) this.addEvent(event);
     } catch (error) {
       this.say(error.status === 404 ? `No job named ${this.name}.` : error.message, true);
@@ -83,7 +87,7 @@ export class JobView {
   onMessage({ event, data }) {
     if (data.job !== this.name || this.closed) return;
     if (event === "metric") {
-      this.chart.add(data.metric);
+      this.addMetrics([data.metric]);
     } else if (event === "progress" && this.job) {
       this.setJob({ ...this.job, status: data.status, progress: data.progress });
     } else if (event === "status") {
@@ -91,6 +95,16 @@ export class JobView {
       if (this.job) this.setJob({ ...this.job, status: data.event.status });
       // The record has more to say at the end (finish time, failure reason).
       if (TERMINAL.has(data.event.status)) this.refreshJob();
+    }
+  }
+
+  addMetrics(metrics) {
+    this.chart.add(...metrics);
+    // The starting model's evaluation (step 0) is the "before", long before the job ends: the
+    // record says the same once the server has read it.
+    const start = metrics.find((metric) => metric.step === 0 && typeof metric.eval_loss === "number");
+    if (start && this.job && (this.job.eval_loss_before ?? null) === null) {
+      this.setJob({ ...this.job, eval_loss_before: start.eval_loss });
     }
   }
 
@@ -121,6 +135,12 @@ export class JobView {
     $("stat-finished").textContent = formatTime(job.finished_at);
     $("legend-loss").textContent = formatLoss(progress.loss);
     $("legend-eval").textContent = formatLoss(progress.eval_loss);
+    this.showGain(job);
+    const lora = $("job-lora");
+    lora.hidden = !job.spec || job.spec.method !== "lora";
+    $("job-lora-targets").textContent = job.lora_target_modules
+      ? job.lora_target_modules.join(", ")
+      : "the layers chosen when the run loads its model";
     const failure = $("job-failure");
     failure.hidden = !job.failure_reason;
     failure.textContent = job.failure_reason ? `Failed: ${job.failure_reason}` : "";
@@ -135,6 +155,17 @@ export class JobView {
     const cancel = $("cancel-button");
     cancel.hidden = terminal;
     cancel.disabled = job.status === "CANCELLING";
+  }
+
+  /** With a validation set: the starting model's eval loss, then the trained one's, and the change. */
+  showGain(job) {
+    if (!job.spec || !job.spec.validation_dataset) return;
+    showEvalGain($("job-gain"), {
+      before: job.eval_loss_before,
+      after: job.eval_loss_after,
+      gain: job.eval_gain,
+      pending: TERMINAL.has(job.status) ? "" : "… when it succeeds",
+    });
   }
 
   addEvent(event) {

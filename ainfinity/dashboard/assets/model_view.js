@@ -1,9 +1,11 @@
 // One model: what it is and where it came from (its job, dataset and hyperparameters), the
-// job's loss curve, and a chat box to try it.
+// job's loss curve and how far training moved the validation loss, and a chat box to try it
+// (alone, or side by side with its base model).
 
-import { api, jobLink, jobPath, modelPath } from "./api.js";
+import { api, baseModelId, jobLink, jobPath, modelLink, modelPath } from "./api.js";
 import { ChatBox } from "./chat_box.js";
 import { LossChart } from "./chart.js";
+import { showEvalGain } from "./eval_gain.js";
 import { el, formatBytes, formatLoss, formatNumber, formatTime } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
@@ -32,6 +34,7 @@ export class ModelView {
     $("model-id").textContent = id;
     $("model-method").hidden = true;
     $("model-message").hidden = true;
+    $("model-gain").hidden = true;
     // Shown once the model is read: nothing half-filled from the last one.
     for (const part of ["model-training", "model-chat"]) $(part).hidden = true;
   }
@@ -70,7 +73,11 @@ export class ModelView {
     method.textContent = model.method || "base";
     method.dataset.method = model.method || "base";
     method.hidden = false;
-    text("model-base", model.base_model);
+    // The base by the id it is served under (a model directory by its name), linked to its page.
+    const base = $("model-base");
+    const baseId = baseModelId(model.base_model);
+    base.replaceChildren(baseId ? el("a", { href: modelLink(baseId), title: model.base_model }, baseId) : DASH);
+    text("lineage-base", model.base_model);
     const job = $("model-job");
     job.replaceChildren(model.job ? el("a", { href: jobLink(model.job) }, model.job) : DASH);
     text("model-owner", model.owner);
@@ -78,6 +85,14 @@ export class ModelView {
     const metrics = model.metrics || {};
     text("model-train-loss", formatLoss(metrics.train_loss));
     text("model-eval-loss", formatLoss(metrics.eval_loss));
+    // Trained with a validation set: how the loss moved from the starting model to this one.
+    if (model.lineage && model.lineage.validation_dataset) {
+      showEvalGain($("model-gain"), {
+        before: metrics.eval_loss_before,
+        after: metrics.eval_loss,
+        gain: metrics.eval_gain,
+      });
+    }
     text("model-size", formatBytes(model.size_bytes));
     text("model-checkpoint-count", formatNumber(model.checkpoints.length));
     text("model-path", model.path);

@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s", stream=sys.stderr
     )
+    # Before serving: the first request then pays no import, and no two threads race
+    # through transformers' lazy imports.
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
     if args.parent_pid is not None:
         threading.Thread(
             target=_exit_with_parent, args=(args.parent_pid,), name="parent-watch", daemon=True

@@ -120,8 +120,18 @@ class ModelManager:
         return list(self._models.values())
 
 
+# transformers' lazy imports are not thread-safe: two models loading at once in two threads
+# could fail with an ImportError. Loads take turns (the worker also imports it at start).
+_LOADING = threading.Lock()
+
+
 def load_model(source: ModelSource) -> LoadedModel:
     """Load the weights and tokenizer a source names (blocking: seconds for a real model)."""
+    with _LOADING:
+        return _load(source)
+
+
+def _load(source: ModelSource) -> LoadedModel:
     import torch
     from transformers import AutoTokenizer
 
