@@ -15,6 +15,7 @@ from ainfinity.schema.job import BUCKET_URI_PATTERN, JobSpec, TrainingModel
 from ainfinity.serving.base_models import BUILTIN_MODEL_TYPES
 from ainfinity.train.dataset import DatasetReport, validate_dataset
 from ainfinity.train.lora_targets import AUTO, model_type_of, targets_for
+from ainfinity.train.preference import PREFERENCE_FORMAT
 
 BUCKET_URI = re.compile(BUCKET_URI_PATTERN)
 DATASET_SUFFIXES = (".jsonl", ".json")
@@ -94,7 +95,7 @@ def lora_target_modules(spec: JobSpec, trained_from: TrainingModel) -> list[str]
     for; for `auto` (or `all-linear`), the projections of the model's family, from its
     config.json (a built-in, a directory, a cached hub model); a continued LoRA model keeps
     its adapter's. None: decided where the job loads its model."""
-    if spec.method != "lora":
+    if not spec.adapts:
         return None
     if trained_from.adapter is not None:
         targets = _adapter_targets(Path(trained_from.adapter))
@@ -130,3 +131,20 @@ def _adapter_targets(adapter: Path) -> list[str] | None:
     if isinstance(targets, list) and all(isinstance(t, str) for t in targets):
         return sorted(targets)
     return None
+
+
+def check_method_fits(method: str, dataset: ResolvedDataset) -> None:
+    """DPO trains on preference rows, the other methods on anything else (422 otherwise)."""
+    found = dataset.report.format if dataset.report else None
+    if found is None:
+        return  # a bucket: checked where the job runs
+    if method == "dpo" and found != PREFERENCE_FORMAT:
+        raise InvalidDataset(
+            f"Method 'dpo' trains on preference rows ({{'input', 'preferred_output', "
+            f"'non_preferred_output'}}); this dataset is {found!r} data.",
+            param="dataset",
+        )
+    if method != "dpo" and found == PREFERENCE_FORMAT:
+        raise InvalidDataset(
+            f"Preference rows are trained with method 'dpo', not {method!r}.", param="dataset"
+        )

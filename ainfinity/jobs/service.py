@@ -32,7 +32,7 @@ from ainfinity.executors.protocol import Executor
 from ainfinity.executors.sky_catalog import estimate_cost, validate_task
 from ainfinity.jobs.dataset_stats import initial_stats
 from ainfinity.jobs.event_feed import EventFeed, FeedMessage
-from ainfinity.jobs.inputs import lora_target_modules, resolve_dataset
+from ainfinity.jobs.inputs import check_method_fits, lora_target_modules, resolve_dataset
 from ainfinity.jobs.logs import follow_file, read_chunks, tail_offset
 from ainfinity.jobs.reconciler import Reconciler
 from ainfinity.jobs.run_output import read_metrics
@@ -139,6 +139,7 @@ class SkyPilotService:
                     f"The validation dataset is {validation.report.format!r} data but the "
                     f"dataset is {dataset.report.format!r}; use one format for both."
                 )
+        check_method_fits(request.method, dataset)
         spec = JobSpec.model_validate(
             {
                 **request.model_dump(),
@@ -151,7 +152,8 @@ class SkyPilotService:
             }
         )
         hyperparameters = spec.hyperparameters
-        measure_tokens = self.settings.token_stats
+        # Preference rows are measured by the trainer (TRL tokenizes them its own way).
+        measure_tokens = self.settings.token_stats and request.method != "dpo"
         paths = self.store.paths(name)
         rendered = render_job(
             self.template, spec, paths, trained_from, pip_spec=self.settings.skypilot_pip_spec

@@ -17,7 +17,7 @@ import yaml
 
 from ainfinity import __version__
 from ainfinity.exceptions import InvalidDataset, InvalidSpec
-from ainfinity.schema.job import JobSpec, LoraOptions, TrainingModel
+from ainfinity.schema.job import DpoOptions, JobSpec, LoraOptions, TrainingModel
 from ainfinity.store.job_files import JobPaths
 
 TEMPLATE_NAME = "deepspeed.yaml"
@@ -85,6 +85,8 @@ def job_config(spec: JobSpec, trained_from: TrainingModel, *, output_dir: str) -
         "output_dir": output_dir,
         "method": spec.method,
         "lora": (spec.lora or LoraOptions()).model_dump(),
+        "use_lora": spec.adapts,
+        "dpo": (spec.dpo or DpoOptions()).model_dump(),
         "hyperparameters": spec.hyperparameters.model_dump(),
         "deepspeed": spec.deepspeed.model_dump(),
         "metadata": spec.metadata,

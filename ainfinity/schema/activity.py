@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from enum import Enum
 
+from pydantic import ConfigDict, Field
+
 from ainfinity.schema.base import PublicModel
 from ainfinity.schema.job import JobStatus
 
@@ -40,7 +42,12 @@ class EventList(PublicModel):
 
 
 class Metric(PublicModel):
-    """One logging step of the training run: a training record, or an eval one (`eval_loss`)."""
+    """One logging step of the training run: a training record, or an eval one (`eval_loss`).
+
+    DPO records carry `rewards/chosen`, `rewards/rejected`, `rewards/margins` and
+    `rewards/accuracies` (the share of pairs whose chosen answer is rewarded above the other)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, serialize_by_alias=True)
 
     step: int
     total_steps: int | None = None
@@ -53,6 +60,10 @@ class Metric(PublicModel):
     tokens_per_second: float | None = None
     samples_per_second: float | None = None
     step_time_seconds: float | None = None
+    rewards_chosen: float | None = Field(None, alias="rewards/chosen")
+    rewards_rejected: float | None = Field(None, alias="rewards/rejected")
+    rewards_margins: float | None = Field(None, alias="rewards/margins")
+    rewards_accuracies: float | None = Field(None, alias="rewards/accuracies")
 
 
 class MetricList(PublicModel):

@@ -113,6 +113,17 @@ class LoraOptions(StrictModel):
     merge: bool = Field(False, description="Also save merged full weights in output_dir/merged.")
 
 
+class DpoOptions(StrictModel):
+    """Direct preference optimisation (TRL's DPOTrainer); used when `method` is `dpo`."""
+
+    beta: float = Field(
+        0.1,
+        gt=0,
+        le=10,
+        description="How far the model may move from its reference: small is far.",
+    )
+
+
 class DeepSpeedOptions(StrictModel):
     """ZeRO stage and CPU offload, applied when the job runs on GPUs."""
 
@@ -200,8 +211,13 @@ class JobCreate(StrictModel):
         "checkpoints survive preemption and a recovered run resumes from them.",
         examples=["s3://my-bucket/runs/llama-sft-1"],
     )
-    method: Literal["full", "lora"] = "full"
-    lora: LoraOptions | None = Field(None, description="Only with method `lora`.")
+    method: Literal["full", "lora", "dpo"] = Field(
+        "full",
+        description="`full` or `lora` fine-tuning on text, prompt/completion or chat rows; "
+        "`dpo` on preference rows (with `lora` options: LoRA adapters).",
+    )
+    lora: LoraOptions | None = Field(None, description="With method `lora` (or `dpo`).")
+    dpo: DpoOptions | None = Field(None, description="Only with method `dpo`.")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions)
     resources: Resources = Field(default_factory=Resources)
@@ -232,10 +248,17 @@ class JobCreate(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _lora_needs_lora_method(self) -> JobCreate:
-        if self.lora is not None and self.method != "lora":
-            raise ValueError("lora options need method 'lora'")
+    def _options_match_the_method(self) -> JobCreate:
+        if self.lora is not None and self.method not in ("lora", "dpo"):
+            raise ValueError("lora options need method 'lora' (or 'dpo')")
+        if self.dpo is not None and self.method != "dpo":
+            raise ValueError("dpo options need method 'dpo'")
         return self
+
+    @property
+    def adapts(self) -> bool:
+        """Trains LoRA adapters (method `lora`, or `dpo` with lora options)."""
+        return self.method == "lora" or (self.method == "dpo" and self.lora is not None)
 
 
 class JobSpec(JobCreate):

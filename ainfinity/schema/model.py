@@ -37,7 +37,7 @@ class Model(PublicModel):
     id: str = Field(examples=["ft:tiny-random-llama:quickstart"])
     base_model: str | None = Field(None, description="What the job trained from.")
     job: str | None = Field(None, description="The job that produced it; null for a base model.")
-    method: Literal["full", "lora"] | None = None
+    method: Literal["full", "lora", "dpo"] | None = None
     created_at: datetime
     owner: str | None = None
     path: str | None = Field(None, description="Where its files are; null for a built-in.")

@@ -224,7 +224,7 @@ class ModelRegistry:
         files = self._checkpoint_dir(record, parsed) if parsed.step is not None else output
         # A checkpoint may lack the tokenizer; the final one is the same.
         tokenizer = files if (files / "tokenizer_config.json").is_file() else output
-        if record.spec.method == "full":
+        if not record.spec.adapts:
             return ModelSource(id=model_id, load=str(files), tokenizer=str(tokenizer))
         trained_from = record.training_model or legacy_training_model(record)
         seed = trained_from.model_seed

@@ -134,11 +134,12 @@ def assistant_spans(
     texts: Sequence[str],
 ) -> list[list[tuple[int, int]]]:
     """Character spans `[start, end)` of each assistant turn in each rendered conversation."""
+    # An assistant turn of weight 0 is context, as in OpenAI's format: not learnt.
     turns = [
         (index, turn)
         for index, conversation in enumerate(conversations)
         for turn, message in enumerate(conversation)
-        if message["role"] == "assistant"
+        if message["role"] == "assistant" and message.get("weight", 1) != 0
     ]
     prompted = _render_turns(tokenizer, conversations, turns, through=False)
     # A conversation rendered through its last message is the whole rendered conversation.

@@ -1,9 +1,11 @@
 """JSONL training data: the formats, their validation, and the padding collator.
 
-Rows are `{"text": ...}`, `{"prompt": ..., "completion": ...}` or
-`{"messages": [{"role": ..., "content": ...}, ...]}`, one format per file; other keys are
-ignored. The API server imports this module to validate a dataset when a job is submitted, so
-it needs only the standard library; torch is imported inside the collator.
+Rows are `{"text": ...}`, `{"prompt": ..., "completion": ...}`,
+`{"messages": [{"role": ..., "content": ...}, ...]}` (an assistant message may carry
+`"weight": 0`: that turn is context, not learnt) or, for DPO, OpenAI's preference rows
+(`preference`), one format per file; other keys are ignored. The API server imports this
+module to validate a dataset when a job is submitted, so it needs only the standard library;
+torch is imported inside the collator.
 
 Turning a file into examples lives in `tokenization` (rows are encoded by `encoding`, chat
 rows by `chat`) and packing in `packing`. Those modules import this one, so their public names
@@ -19,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ainfinity.train.preference import PREFERENCE_FIELDS, PREFERENCE_FORMAT, preference_error
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +57,7 @@ __all__ = [
     "DEFAULT_CHAT_TEMPLATE",
     "FORMAT_FIELDS",
     "IGNORE_INDEX",
+    "PREFERENCE_FORMAT",
     "PROMPT_COMPLETION_FORMAT",
     "TEXT_FORMAT",
     "CausalLMCollator",
@@ -78,6 +83,7 @@ FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
     TEXT_FORMAT: ("text",),
     PROMPT_COMPLETION_FORMAT: ("prompt", "completion"),
     CHAT_FORMAT: ("messages",),
+    PREFERENCE_FORMAT: PREFERENCE_FIELDS,
 }
 CHAT_ROLES = ("system", "user", "assistant")
 IGNORE_INDEX = -100
@@ -135,7 +141,10 @@ def _row_error(row: Any, expected_format: str | None) -> tuple[str | None, str |
         return None, f"expected a JSON object, got {_json_type(row)}"
     present = [fmt for fmt, names in FORMAT_FIELDS.items() if any(name in row for name in names)]
     if not present:
-        return None, "missing field 'text' (or 'prompt' and 'completion', or 'messages')"
+        return None, (
+            "missing field 'text' (or 'prompt' and 'completion', or 'messages', or 'input' and "
+            "'preferred_output' and 'non_preferred_output')"
+        )
     if len(present) > 1:
         names = ", ".join(_field_names(fmt) for fmt in present)
         return None, f"row has fields of more than one format: {names}"
@@ -144,6 +153,8 @@ def _row_error(row: Any, expected_format: str | None) -> tuple[str | None, str |
         return row_format, f"mixed formats: row is {row_format!r}, dataset is {expected_format!r}"
     if row_format == CHAT_FORMAT:
         return row_format, _conversation_error(row["messages"])
+    if row_format == PREFERENCE_FORMAT:
+        return row_format, preference_error(row)
     for name in FORMAT_FIELDS[row_format]:
         reason = _string_field_error(row, name)
         if reason is not None:
@@ -178,9 +189,12 @@ def _conversation_error(messages: Any) -> str | None:
         role = message["role"]
         if role not in CHAT_ROLES:
             return f"{where}: unknown role {role!r} (expected one of {', '.join(CHAT_ROLES)})"
-        has_assistant = has_assistant or role == "assistant"
+        weight = message.get("weight", 1)
+        if "weight" in message and (role != "assistant" or weight not in (0, 1)):
+            return f"{where}: 'weight' is 0 or 1, on assistant messages only"
+        has_assistant = has_assistant or (role == "assistant" and weight == 1)
     if not has_assistant:
-        return "conversation has no assistant turn, so there is nothing to learn"
+        return "conversation has no assistant turn to learn (none, or all of weight 0)"
     return None
 
 

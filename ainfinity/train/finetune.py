@@ -26,15 +26,13 @@ import math
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # Only light modules at the top: a bad config or dataset is reported before torch loads.
 from ainfinity.train.checkpoints import discard_incomplete_after, latest_complete_checkpoint
 from ainfinity.train.dataset import DatasetReport, DatasetValidationError, validate_dataset
-from ainfinity.train.deepspeed_configs import deepspeed_config_path
 from ainfinity.train.failures import (
     InvalidValidationDataset,
     NonFiniteLossError,
@@ -52,9 +50,9 @@ from ainfinity.train.protocol import (
     ErrorCode,
     emit_event,
 )
+from ainfinity.train.trainer_inputs import load_training_data, training_arguments
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase, TrainingArguments
 
     from ainfinity.train.pause import PauseRequest
 
@@ -94,115 +92,6 @@ def use_single_process_defaults() -> None:
     )
 
 
-def training_arguments(
-    config: JobConfig, *, use_deepspeed: bool, bf16: bool, on_gpu: bool
-) -> TrainingArguments:
-    """The Trainer's arguments for a job: every value from the config, the rest fixed."""
-    from transformers import TrainingArguments
-
-    hp = config.hyperparameters
-    eval_steps = hp.eval_steps or hp.save_steps
-    evaluate_during = config.validation_dataset is not None and eval_steps is not None
-    return TrainingArguments(
-        output_dir=str(config.output_dir),
-        run_name=config.name,
-        num_train_epochs=hp.epochs,
-        max_steps=hp.max_steps if hp.max_steps is not None else -1,
-        learning_rate=hp.learning_rate,
-        lr_scheduler_type=hp.lr_scheduler_type,
-        weight_decay=hp.weight_decay,
-        per_device_train_batch_size=hp.batch_size,
-        per_device_eval_batch_size=hp.batch_size,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        gradient_checkpointing=hp.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        warmup_steps=hp.warmup_ratio,
-        logging_steps=hp.logging_steps,
-        # By default the Trainer logs a NaN loss as the mean of earlier ones, hiding divergence.
-        logging_nan_inf_filter=False,
-        eval_strategy="steps" if evaluate_during else "no",
-        eval_steps=eval_steps if evaluate_during else None,
-        save_strategy="steps" if hp.save_steps is not None else "no",
-        save_steps=hp.save_steps or 500,
-        # Pruning happens after the completeness marker instead (CheckpointMarkerCallback).
-        save_total_limit=None,
-        seed=hp.seed,
-        bf16=bf16,
-        use_cpu=not on_gpu,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        deepspeed=(
-            str(deepspeed_config_path(config.deepspeed.zero_stage, config.deepspeed.offload))
-            if use_deepspeed
-            else None
-        ),
-    )
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """What the Trainer is fed: train and validation rows, their collator, and what to report."""
-
-    train: list[dict[str, list[int]]]
-    validation: list[dict[str, list[int]]] | None
-    collator: Callable[[list[dict[str, list[int]]]], dict[str, Any]]
-    # The `ainfinity-dataset` payload: token statistics of the training set, and its format.
-    statistics: dict[str, Any]
-
-
-def load_training_data(
-    config: JobConfig, tokenizer: PreTrainedTokenizerBase, *, attn_implementation: str
-) -> TrainingData:
-    """Tokenize (and, with `packing`, pack) the train and validation sets.
-
-    Chat data installs a default chat template on a tokenizer without one; the tokenizer is
-    saved with the model, so inference renders prompts as training did.
-    """
-    from ainfinity.train.dataset import (
-        CausalLMCollator,
-        PackedRowsCollator,
-        PaddingFreeCollator,
-        pack_examples,
-        tokenize_dataset,
-    )
-
-    hp = config.hyperparameters
-
-    def load(path: Path) -> tuple[list[dict[str, list[int]]], dict[str, Any]]:
-        # One tokenization pass gives both the examples and the statistics.
-        tokenized = tokenize_dataset(
-            path,
-            tokenizer,
-            max_seq_length=hp.max_seq_length,
-            completion_only_loss=hp.completion_only_loss,
-        )
-        examples = tokenized.examples
-        if hp.packing:
-            examples = pack_examples(examples, hp.max_seq_length)
-        return examples, {**tokenized.stats.as_dict(), "format": tokenized.format}
-
-    train_set, statistics = load(config.dataset)
-    validation_set = None
-    if config.validation_dataset is not None:
-        try:
-            validation_set, _ = load(config.validation_dataset)
-        except DatasetValidationError as exc:
-            raise InvalidValidationDataset(str(exc)) from exc
-    padded = CausalLMCollator.for_tokenizer(tokenizer)
-    collator: Callable[[list[dict[str, list[int]]]], dict[str, Any]] = padded
-    if hp.packing:
-        # Variable-length flash attention takes the whole batch as one row at no extra cost;
-        # sdpa and eager pay for the square of a row's length, so they get one row per pack.
-        collator = (
-            PaddingFreeCollator()
-            if attn_implementation == "flash_attention_2"
-            else PackedRowsCollator(pad_token_id=padded.pad_token_id)
-        )
-    return TrainingData(train_set, validation_set, collator, statistics)
-
-
 def _run_mean_loss(log_history: list[dict[str, Any]]) -> float | None:
     """The mean training loss per step over the whole run, a resumed one's earlier part included.
 
@@ -240,6 +129,7 @@ def train(
     from transformers.utils import logging as hf_logging
 
     from ainfinity.train.checkpoint_callback import CheckpointMarkerCallback
+    from ainfinity.train.dpo import build_dpo_trainer, preference_statistics, reference_copy
     from ainfinity.train.metrics import BatchCounter, CountingTrainer, MetricsCallback
     from ainfinity.train.model_loading import (
         add_lora_adapters,
@@ -260,6 +150,7 @@ def train(
     # Built before the model: under ZeRO-3 the arguments make from_pretrained shard as it loads.
     args = training_arguments(config, use_deepspeed=use_deepspeed, bf16=bf16, on_gpu=on_gpu)
     is_main = args.process_index == 0
+    dpo = config.method == "dpo"
 
     resume_from = latest_complete_checkpoint(config.output_dir)
     if is_main:
@@ -269,7 +160,7 @@ def train(
         if resume_from is not None:
             print(f"{RESUME_NOTICE} {resume_from} (step {resumed_step})", flush=True)
 
-    lora = config.method == "lora"
+    lora = config.method == "lora" or config.use_lora
     attn_implementation = resolve_attn_implementation(hp.attn_implementation)
     model_seed = hp.seed if config.model_seed is None else config.model_seed
     model, tokenizer = load_model_and_tokenizer(
@@ -284,38 +175,58 @@ def train(
         model, tokenizer = apply_adapter(
             model, config.adapter, trainable=lora, gradient_checkpointing=hp.gradient_checkpointing
         )
-    elif lora:
+    # DPO's reference is the starting model: without adapters, a frozen copy of it.
+    reference = reference_copy(model) if dpo and not lora else None
+    if lora and config.adapter is None:
         model = add_lora_adapters(
             model, config.lora, gradient_checkpointing=hp.gradient_checkpointing
         )
-    data = load_training_data(config, tokenizer, attn_implementation=attn_implementation)
-    if is_main:
-        emit_event(DATASET_PREFIX, data.statistics)
 
     batch_counter = BatchCounter()
     pause_callback = PauseCallback(pause or PauseRequest())
-    trainer = CountingTrainer(
-        model=model,
-        args=args,
-        train_dataset=data.train,  # a list is all a map-style dataset needs
-        eval_dataset=data.validation,
-        data_collator=data.collator,
-        processing_class=tokenizer,
-        callbacks=[
-            # First, so the metrics leave the marker's barrier out of the step time too.
-            CheckpointMarkerCallback(keep=hp.save_total_limit),
-            MetricsCallback(
-                metrics_file=os.environ.get(METRICS_FILE_ENV) or None,
-                batch_counter=batch_counter,
-            ),
-            pause_callback,
-        ],
-        batch_counter=batch_counter,
-    )
+    callbacks = [
+        # First, so the metrics leave the marker's barrier out of the step time too.
+        CheckpointMarkerCallback(keep=hp.save_total_limit),
+        MetricsCallback(
+            metrics_file=os.environ.get(METRICS_FILE_ENV) or None,
+            batch_counter=batch_counter,
+        ),
+        pause_callback,
+    ]
+    trainer: Any
+    if dpo:
+        if is_main:
+            emit_event(DATASET_PREFIX, preference_statistics(config.dataset))
+        trainer = build_dpo_trainer(
+            config,
+            model=model,
+            reference=reference,
+            tokenizer=tokenizer,
+            callbacks=callbacks,
+            batch_counter=batch_counter,
+            use_deepspeed=use_deepspeed,
+            bf16=bf16,
+            on_gpu=on_gpu,
+        )
+    else:
+        data = load_training_data(config, tokenizer, attn_implementation=attn_implementation)
+        if is_main:
+            emit_event(DATASET_PREFIX, data.statistics)
+        trainer = CountingTrainer(
+            model=model,
+            args=args,
+            train_dataset=data.train,  # a list is all a map-style dataset needs
+            eval_dataset=data.validation,
+            data_collator=data.collator,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            batch_counter=batch_counter,
+        )
     # Its dict dumps would duplicate the ainfinity-metric lines on stdout.
     trainer.remove_callback(PrinterCallback)
+    has_validation = config.validation_dataset is not None
 
-    if data.validation is not None and resume_from is None:
+    if has_validation and resume_from is None:
         # The starting model's validation loss (step 0): what the run is measured against.
         # A resumed run measured it when it first started.
         evaluate_before_training(trainer, use_deepspeed=use_deepspeed)
@@ -333,7 +244,7 @@ def train(
         train_loss = result.training_loss
     if not math.isfinite(train_loss):
         raise NonFiniteLossError(trainer.state.global_step, train_loss)
-    if data.validation is not None and not _evaluated_at(
+    if has_validation and not _evaluated_at(
         trainer.state.log_history, trainer.state.global_step
     ):
         # The final model's validation loss, whatever the eval schedule left out.

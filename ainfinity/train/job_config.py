@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-Method = Literal["full", "lora"]
+Method = Literal["full", "lora", "dpo"]
 AttnImplementation = Literal["auto", "sdpa", "eager", "flash_attention_2"]
 LrSchedulerType = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 LoraTargetKeyword = Literal["auto", "all-linear"]
@@ -65,6 +65,13 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
+class DpoSettings:
+    """Preference tuning: how far the policy may move from the reference (DPO's beta)."""
+
+    beta: float = 0.1
+
+
+@dataclass(frozen=True)
 class DeepSpeedSettings:
     """ZeRO stage and CPU offload; used only when the trainer runs with `--deepspeed`."""
 
@@ -88,6 +95,9 @@ class JobConfig:
     model_seed: int | None = None
     method: Method = "full"
     lora: LoraSettings = field(default_factory=LoraSettings)
+    # DPO with `lora` given trains adapters (its `use_lora`); without, the whole model.
+    use_lora: bool = False
+    dpo: DpoSettings = field(default_factory=DpoSettings)
     hyperparameters: TrainingHyperparameters = field(default_factory=TrainingHyperparameters)
     deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
     # The user's labels for the job; carried so a run can report them, never interpreted.
@@ -113,6 +123,7 @@ _LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lora.r": (lambda v: v >= 1, ">= 1"),
     "lora.alpha": (lambda v: v >= 1, ">= 1"),
     "lora.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dpo.beta": (lambda v: 0 < v <= 10, "in (0, 10]"),
     "deepspeed.zero_stage": (lambda v: v in (0, 1, 2, 3), "0, 1, 2 or 3"),
 }
 
@@ -219,6 +230,8 @@ def parse_job_config(data: Any, *, base_dir: Path | None = None) -> JobConfig:
         method=_check_value("method", data.get("method", "full"), "Method"),
         # Lora settings with method "full" are accepted and unused, as the contract says.
         lora=_build(LoraSettings, data.get("lora"), "lora"),
+        use_lora=_check_value("use_lora", data.get("use_lora", False), "bool"),
+        dpo=_build(DpoSettings, data.get("dpo"), "dpo"),
         hyperparameters=_build(
             TrainingHyperparameters, data.get("hyperparameters"), "hyperparameters"
         ),

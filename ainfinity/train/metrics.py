@@ -121,6 +121,9 @@ class CountingTrainer(Trainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
+_REWARD_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
 def _finite_or_none(value: Any) -> float | None:
     # A clipped step can report an infinite norm with a finite loss; JSON has no inf.
     if value is None:
@@ -225,6 +228,8 @@ class MetricsCallback(TrainerCallback):
         elapsed = max(time.perf_counter() - self._window_start - self._paused, 1e-9)
         steps = max(state.global_step - self._window_step, 1)
         self._restart_window(state)
+        # DPO's own figures (TRL logs them beside the loss).
+        rewards = {key: _finite_or_none(logs[key]) for key in _REWARD_KEYS if key in logs}
         return self._record(
             state,
             loss=loss,
@@ -233,6 +238,7 @@ class MetricsCallback(TrainerCallback):
             tokens_per_second=tokens / elapsed,
             samples_per_second=examples / elapsed,
             step_time_seconds=elapsed / steps,
+            **rewards,
         )
 
     def _record(self, state: TrainerState, **values: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from ainfinity.train.chat import ChatTemplateError, encode_conversations
 from ainfinity.train.dataset import (
     CHAT_FORMAT,
     IGNORE_INDEX,
+    PREFERENCE_FORMAT,
     PROMPT_COMPLETION_FORMAT,
     TEXT_FORMAT,
     DatasetError,
@@ -180,6 +181,10 @@ def _tokenized_rows(
     completion_only_loss: bool,
 ) -> Iterator[TokenizedRow]:
     """Full-length `(input_ids, labels)` of every row of a validated dataset, in file order."""
+    if report.format == PREFERENCE_FORMAT:
+        error = DatasetError(0, "preference rows (chosen/rejected answers) are trained with "
+                             "method 'dpo'")  # fmt: skip
+        raise DatasetValidationError(DatasetReport(report.rows, report.format, [error]))
     for chunk in _chunks(_iter_rows(path), _TOKENIZE_BATCH_ROWS):
         rows = [row for _, row in chunk]
         if report.format == TEXT_FORMAT:

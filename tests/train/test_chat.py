@@ -113,6 +113,55 @@ class TestChatMasking:
         assert example["labels"] == expected_labels
         assert labelled_runs(tokenizer, example["labels"]) == ["4, I think. ¿Sí? 😀</s>", "6</s>"]
 
+    def test_an_assistant_turn_of_weight_0_is_context_token_by_token(
+        self, tmp_path: Path, tokenizer: Any
+    ) -> None:
+        weighted = copy.deepcopy(CONVERSATION)
+        weighted[2]["weight"] = 0  # OpenAI's format: this answer is not to be learnt
+        weighted[4]["weight"] = 1
+        path = write_jsonl(tmp_path / "d.jsonl", {"messages": weighted})
+
+        [example] = load_examples(path, tokenizer, max_seq_length=512)
+
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        expected_ids, expected_labels = [bos], [IGNORE_INDEX]
+        for index, message in enumerate(CONVERSATION):
+            header = ids(tokenizer, f"<|im_start|>{message['role']}\n")
+            content = ids(tokenizer, message["content"]) + [eos]
+            expected_ids += header + content
+            learnt = message["role"] == "assistant" and index != 2
+            expected_labels += [IGNORE_INDEX] * len(header)
+            expected_labels += content if learnt else [IGNORE_INDEX] * len(content)
+        # The same tokens as without weights (the template ignores the key)...
+        assert example["input_ids"] == expected_ids
+        # ...and only the last answer learnt.
+        assert example["labels"] == expected_labels
+        assert labelled_runs(tokenizer, example["labels"]) == ["6</s>"]
+
+    @pytest.mark.parametrize(
+        ("message", "reason"),
+        [
+            ({"role": "user", "content": "hi", "weight": 0}, "on assistant messages only"),
+            ({"role": "assistant", "content": "hi", "weight": 0.5}, "'weight' is 0 or 1"),
+        ],
+    )
+    def test_weights_are_0_or_1_on_assistant_turns(
+        self, tmp_path: Path, message: dict[str, Any], reason: str
+    ) -> None:
+        from ainfinity.train.dataset import validate_dataset
+
+        row = {"messages": [message, {"role": "assistant", "content": "ok"}]}
+        report = validate_dataset(write_jsonl(tmp_path / "d.jsonl", row))
+        assert [e.line for e in report.errors] == [1] and reason in report.errors[0].reason
+
+    def test_a_conversation_with_nothing_to_learn_is_refused(self, tmp_path: Path) -> None:
+        from ainfinity.train.dataset import validate_dataset
+
+        row = {"messages": [{"role": "user", "content": "q"},
+                            {"role": "assistant", "content": "a", "weight": 0}]}  # fmt: skip
+        report = validate_dataset(write_jsonl(tmp_path / "d.jsonl", row))
+        assert "all of weight 0" in report.errors[0].reason
+
     def test_training_continues_the_prompt_that_inference_renders(
         self, tmp_path: Path, tokenizer: Any
     ) -> None:
