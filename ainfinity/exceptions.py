@@ -183,6 +183,24 @@ class RateLimitUnavailable(AinfinityError):
     msg = "The rate-limit counters cannot be reached right now; retry later."
 
 
+class FileNotFound(AinfinityError):
+    status_code = 404
+    code = "file_not_found"
+    msg = "No file with that id."
+
+
+class FileInUse(AinfinityError):
+    status_code = 409
+    code = "file_in_use"
+    msg = "A job that has not ended trains on this file."
+
+
+class StorageFull(AinfinityError):
+    status_code = 507
+    code = "storage_full"
+    msg = "The server's disk is full; nothing was kept."
+
+
 class ServerBusy(AinfinityError):
     status_code = 429
     code = "server_busy"
@@ -284,9 +302,13 @@ async def _handle_validation_error(request: Request, exc: Exception) -> JSONResp
     if request.url.path.startswith(OPENAI_PREFIX):
         # OpenAI answers a bad parameter with 400 and names it (without pydantic's names
         # of the union member that failed: `messages.0.content`, not `....content.str`).
-        field = ".".join(
-            str(part) for part in first.get("loc", ()) if part != "body" and not _tag(part)
-        )
+        field = _field(first)
+        # A union (`"auto"` or a number) fails once per member: the member the value was
+        # meant for says what is wrong (`n_epochs: >= 1`), not `Input should be 'auto'`.
+        same = [e for e in raw if _field(e) == field]
+        if len(same) > 1 and first.get("type") == "literal_error":
+            first = next((e for e in same if e.get("type") != "literal_error"), first)
+            msg = f"{field}: {first.get('msg', 'invalid')}"
         param = (first.get("ctx") or {}).get("param") or field or None
         if first.get("type") == "extra_forbidden":
             msg = f"Unrecognized request argument supplied: {where}"
@@ -296,8 +318,15 @@ async def _handle_validation_error(request: Request, exc: Exception) -> JSONResp
     )
 
 
+def _field(error: Any) -> str:
+    """The field an error is about, without `body` or pydantic's union member tags."""
+    return ".".join(str(p) for p in error.get("loc", ()) if p != "body" and not _tag(p))
+
+
 def _tag(part: object) -> bool:
-    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+    return isinstance(part, str) and (
+        "[" in part or part in _TYPE_TAGS or part.startswith("constrained-")
+    )
 
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})

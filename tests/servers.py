@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -112,8 +112,11 @@ class UvicornServer:
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         cwd: Path = ROOT,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.home = home
+        # Runs the server through another command (`unshare ...`), which execs uvicorn.
+        self.prefix = list(prefix)
         self.workers = workers
         self.env = server_env(home, **(env or {}))
         self.log_path = log_path or home.parent / f"uvicorn-{home.name}.log"
@@ -133,7 +136,7 @@ class UvicornServer:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.port = free_port()
         command = [
-            sys.executable, "-m", "uvicorn", "ainfinity.api.main:app",
+            *self.prefix, sys.executable, "-m", "uvicorn", "ainfinity.api.main:app",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers), "--log-config", str(config),
         ]  # fmt: skip

@@ -5,6 +5,8 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 
 from ainfinity.core.config import ApiKey, Settings
+from ainfinity.files.service import FileService
+from ainfinity.finetuning.service import FineTuningService
 from ainfinity.jobs.service import SkyPilotService
 from ainfinity.middleware.auth import require_api_key
 from ainfinity.observability.prometheus import ApiMetrics
@@ -32,6 +34,16 @@ async def get_serving(request: Request) -> ServingService:
     return serving
 
 
+async def get_files(request: Request) -> FileService:
+    files: FileService = request.app.state.files
+    return files
+
+
+async def get_fine_tuning(request: Request) -> FineTuningService:
+    fine_tuning: FineTuningService = request.app.state.fine_tuning
+    return fine_tuning
+
+
 async def get_metrics(request: Request) -> ApiMetrics:
     metrics: ApiMetrics = request.app.state.metrics
     return metrics
@@ -41,5 +53,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 ServiceDep = Annotated[SkyPilotService, Depends(get_service)]
 ServingDep = Annotated[ServingService, Depends(get_serving)]
+FilesDep = Annotated[FileService, Depends(get_files)]
+FineTuningDep = Annotated[FineTuningService, Depends(get_fine_tuning)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 CurrentKey = Annotated[ApiKey, Security(require_api_key)]

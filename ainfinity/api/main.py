@@ -28,6 +28,8 @@ from ainfinity.exceptions import register_exception_handlers
 from ainfinity.executors.local import LocalExecutor
 from ainfinity.executors.sky_sdk import SkyPilotClient, SkyPilotSdk
 from ainfinity.executors.skypilot import SkyPilotExecutor
+from ainfinity.files.service import FileService
+from ainfinity.finetuning.service import FineTuningService
 from ainfinity.jobs.dataset_stats import TokenStatsFiller
 from ainfinity.jobs.service import SkyPilotService
 from ainfinity.jobs.task_render import load_template
@@ -142,6 +144,8 @@ def create_app(
     app.state.store = store
     app.state.service = service
     app.state.serving = serving
+    app.state.files = FileService(settings=settings, jobs=store)
+    app.state.fine_tuning = FineTuningService(jobs=service, files=app.state.files)
     app.state.keyring = KeyRing(settings.parsed_api_keys())
     app.state.metrics = metrics
 
@@ -151,7 +155,11 @@ def create_app(
     limiter = build_limiter(settings)
     app.state.limiter = limiter
     app.add_middleware(RateLimitMiddleware, limiter=limiter, rate=settings.rate_limit)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        uploads={"/v1/files": settings.max_upload_bytes},
+    )
     install_cors(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestLoggingMiddleware)

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"
     # Job bodies are a few kB; the limit stops a client from making the server buffer megabytes.
     max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824)
+    # Files uploaded to /v1/files (training data), streamed to disk as they arrive.
+    max_upload_bytes: int = Field(536_870_912, ge=1024, le=107_374_182_400)
     cors_origins: Annotated[list[str], NoDecode] = []
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"

@@ -101,6 +101,11 @@ def estimate_cost(
             raise CatalogUnavailable(
                 f"SkyPilot's price catalog cannot be read: {_plain(exc)}"
             ) from None
+        except TypeError:
+            # SkyPilot under pandas 3 (string columns): when the filters leave no row, the
+            # empty GPU-memory column keeps its string dtype and dividing it raises. Nothing
+            # matched.
+            return []
         return [info for infos in found.values() for info in infos]
 
     offers = []

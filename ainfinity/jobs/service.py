@@ -43,6 +43,7 @@ from ainfinity.jobs.webhooks import WebhookDispatcher
 from ainfinity.schema.activity import Event, EventType, Metric
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobRecord, JobSpec, JobStatus
+from ainfinity.schema.openai_fine_tuning import FineTuningInfo
 from ainfinity.serving.registry import ModelRegistry
 from ainfinity.store.idempotency import IdempotencyKeys, fingerprint
 from ainfinity.store.job_files import JobPaths
@@ -104,7 +105,10 @@ class SkyPilotService:
 
     # -- requests --------------------------------------------------------------------------
 
-    def create_job(self, request: JobCreate, *, caller: ApiKey) -> JobRecord:
+    def create_job(
+        self, request: JobCreate, *, caller: ApiKey, fine_tuning: FineTuningInfo | None = None
+    ) -> JobRecord:
+        """Validate, render and store a job (PENDING); `fine_tuning` is set by the OpenAI view."""
         actor = caller.name
         executor_name = request.executor or self.settings.executor
         if executor_name not in self.executors:
@@ -189,6 +193,7 @@ class SkyPilotService:
             lora_target_modules=lora_targets,
             dataset_sha256=dataset.sha256,
             validation_dataset_sha256=validation.sha256 if validation else None,
+            fine_tuning=fine_tuning,
         )
         created = Event(
             time=now,

@@ -10,6 +10,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ainfinity.exceptions import BodyTooLarge, error_response
 
+_FORM_ROOM = 64 * 1024
+
 
 class _TooLarge(Exception):
     pass
@@ -18,17 +20,25 @@ class _TooLarge(Exception):
 class BodySizeLimitMiddleware:
     """Pure ASGI: only the size is looked at, the body passes through untouched."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, uploads: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Upload routes (POST) with a limit of their own, which they enforce on the file as it
+        # streams in; here they get room for the form around it.
+        self.uploads = {path: limit + _FORM_ROOM for path, limit in (uploads or {}).items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if scope.get("method") == "POST" and scope.get("path") in self.uploads:
+            limit = self.uploads[scope["path"]]
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
             return
         seen = 0
         too_large = refused = False
@@ -38,7 +48,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     too_large = True
                     raise _TooLarge
             return message
@@ -51,14 +61,21 @@ class BodySizeLimitMiddleware:
                 # The app turned the aborted read into an answer of its own (FastAPI: 400);
                 # the client gets the 413 instead.
                 refused = True
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, limit)
 
         try:
             await self.app(scope, counting_receive, guarded_send)
         except _TooLarge:
             if not refused:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = BodyTooLarge(f"The request body is over the {self.max_bytes}-byte limit.")
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        if limit != self.max_bytes:  # an upload route
+            message = (
+                f"The file is over the {limit - _FORM_ROOM}-byte upload limit "
+                "(AINFINITY_MAX_UPLOAD_BYTES)."
+            )
+        else:
+            message = f"The request body is over the {limit}-byte limit."
+        error = BodyTooLarge(message)
         await error_response(error, scope.get("path", ""))(scope, receive, send)

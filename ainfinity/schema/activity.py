@@ -57,6 +57,7 @@ class Metric(PublicModel):
     eval_loss: float | None = None
     learning_rate: float | None = None
     grad_norm: float | None = None
+    tokens: int | None = Field(None, description="Tokens trained on since the previous record.")
     tokens_per_second: float | None = None
     samples_per_second: float | None = None
     step_time_seconds: float | None = None

@@ -11,8 +11,11 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from ainfinity.schema.base import PublicModel, StrictModel
+from ainfinity.schema.openai_fine_tuning import FineTuningInfo
 
 JOB_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,38}$"
+# Part of a model id (`ft:<base>:<suffix>:<job>`): no colon, nothing a shell reads.
+SUFFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 JOB_NAME_RE = re.compile(JOB_NAME_PATTERN)
 
 # Control characters (NUL, newlines, escapes) have no business in any identifier we pass on.
@@ -225,6 +228,12 @@ class JobCreate(StrictModel):
         None, description="Defaults to the server's AINFINITY_EXECUTOR."
     )
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=64)
+    suffix: str | None = Field(
+        None,
+        pattern=SUFFIX_PATTERN,
+        description="Added to the model's id: `ft:<base>:<suffix>:<job>`.",
+        examples=["support-bot"],
+    )
     webhook_url: str | None = Field(
         None,
         min_length=8,
@@ -404,6 +413,8 @@ class JobRecord(Job):
     registered_model: RegisteredModel | None = None
     dataset_sha256: str | None = None
     validation_dataset_sha256: str | None = None
+    # Set for a job created through `/v1/fine_tuning/jobs`: its OpenAI view.
+    fine_tuning: FineTuningInfo | None = None
 
     def public(self) -> Job:
         return Job.model_validate(self.model_dump(include=_PUBLIC_FIELDS))

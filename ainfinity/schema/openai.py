@@ -254,3 +254,32 @@ class OpenAIError(PublicModel):
     """`{"error": {"message", "type", "param", "code"}}`."""
 
     error: OpenAIErrorDetail
+
+
+# -- files and fine-tuning jobs ------------------------------------------------------------------
+
+
+class OpenAIFile(PublicModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: Literal["fine-tune"] = "fine-tune"
+    status: Literal["uploaded", "processed", "error"]
+    status_details: str | None = None
+    expires_at: int | None = None
+
+
+class OpenAIFileList(PublicModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIFile]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class DeletedFile(PublicModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool

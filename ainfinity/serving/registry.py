@@ -302,7 +302,7 @@ class ModelRegistry:
 def register_model(record: JobRecord, *, metrics_path: Path) -> Event:
     """Make a job that just SUCCEEDED a model: its id and facts go into the same write."""
     trained_from = record.training_model or legacy_training_model(record)
-    model_id = fine_tuned_id(trained_from.base_model, record.name)
+    model_id = fine_tuned_id(trained_from.base_model, record.name, record.spec.suffix)
     output = Path(record.output_dir)
     train, evaluation = latest_metrics(metrics_path)
     record.fine_tuned_model = model_id

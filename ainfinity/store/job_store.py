@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ainfinity.exceptions import JobExists, JobNotFound
+from ainfinity.exceptions import JobExists, JobNotFound, StorageFull
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JOB_NAME_RE, JobRecord, JobStatus
 from ainfinity.store.job_files import ATOMIC_TEMP, JobPaths, fsync_dir, write_atomic
@@ -90,8 +90,8 @@ class JobStore:
         if final.root.exists():
             raise JobExists(f"A job named {record.name!r} already exists.")
         staged = JobPaths(self.staging_dir / f"{record.name}.{uuid.uuid4().hex}")
-        staged.root.mkdir()
         try:
+            staged.root.mkdir()
             for relative, data in files.items():
                 target = staged.root / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +115,11 @@ class JobStore:
             # before this line leaves a job without a row, which start-up adds back.
             self.index.put(record)
             self._run_write_hooks(record, [event])
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                # The staged copy goes (below); the store holds what it held before.
+                raise StorageFull("The server's disk is full; the job was not created.") from exc
+            raise
         finally:
             if staged.root.exists():
                 shutil.rmtree(staged.root, ignore_errors=True)

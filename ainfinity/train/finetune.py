@@ -53,7 +53,6 @@ from ainfinity.train.protocol import (
 from ainfinity.train.trainer_inputs import load_training_data, training_arguments
 
 if TYPE_CHECKING:
-
     from ainfinity.train.pause import PauseRequest
 
 # For these the one-line message says it all; other codes print their traceback to stderr too.
@@ -244,9 +243,7 @@ def train(
         train_loss = result.training_loss
     if not math.isfinite(train_loss):
         raise NonFiniteLossError(trainer.state.global_step, train_loss)
-    if has_validation and not _evaluated_at(
-        trainer.state.log_history, trainer.state.global_step
-    ):
+    if has_validation and not _evaluated_at(trainer.state.log_history, trainer.state.global_step):
         # The final model's validation loss, whatever the eval schedule left out.
         trainer.evaluate()
 

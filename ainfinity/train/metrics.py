@@ -235,6 +235,7 @@ class MetricsCallback(TrainerCallback):
             loss=loss,
             learning_rate=float(logs.get("learning_rate", 0.0)),
             grad_norm=_finite_or_none(logs.get("grad_norm")),
+            tokens=tokens,
             tokens_per_second=tokens / elapsed,
             samples_per_second=examples / elapsed,
             step_time_seconds=elapsed / steps,

@@ -136,5 +136,3 @@ def load_training_data(
             else PackedRowsCollator(pad_token_id=padded.pad_token_id)
         )
     return TrainingData(train_set, validation_set, collator, statistics)
-
-

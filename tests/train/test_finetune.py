@@ -49,6 +49,7 @@ TRAIN_FIELDS = {
     "loss",
     "learning_rate",
     "grad_norm",
+    "tokens",
     "tokens_per_second",
     "samples_per_second",
     "step_time_seconds",

@@ -66,6 +66,7 @@ class TestMetricsCallback:
         # Two steps (2 and 3) since training began at step 1.
         assert record.pop("tokens_per_second") * 2 * step_time == pytest.approx(5)
         assert record.pop("samples_per_second") * 2 * step_time == pytest.approx(2)
+        assert record.pop("tokens") == 5
         assert record == {
             "step": 3,
             "total_steps": 10,

@@ -3,9 +3,11 @@ ainfinity key. Same keys, ownership and rate limit as `/api/v1`; errors in OpenA
 
 from fastapi import APIRouter, Security
 
-from ainfinity.api.openai import completions, models
+from ainfinity.api.openai import completions, files, fine_tuning, models
 from ainfinity.middleware.auth import require_api_key
 
 openai_router = APIRouter(prefix="/v1", dependencies=[Security(require_api_key)])
 openai_router.include_router(models.router)
 openai_router.include_router(completions.router)
+openai_router.include_router(files.router)
+openai_router.include_router(fine_tuning.router)
