@@ -57,7 +57,7 @@ def test_one_name_many_workers_one_job_one_launch(server: str) -> None:
             ("status_changed", "SUCCEEDED"),
             ("model_registered", "SUCCEEDED"),
         ]
-        assert client.get("/api/v1/jobs/contested/logs").text.count("ainfinity-done ") == 1
+        assert client.get("/api/v1/jobs/contested/logs?raw=true").text.count("ainfinity-done ") == 1
 
 
 def test_one_idempotency_key_across_workers_makes_one_job(server: str) -> None:

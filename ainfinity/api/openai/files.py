@@ -15,6 +15,19 @@ from ainfinity.schema.openai import DeletedFile, OpenAIError, OpenAIFile, OpenAI
 router = APIRouter(prefix="/files", tags=["openai"])
 
 FileId = Annotated[str, Path(min_length=1, max_length=64, description="`file-...`")]
+# OpenAI's file purposes: any of them is a valid filter (this server only keeps
+# fine-tune files, so the others list nothing); anything else is a 400.
+FilePurpose = Literal[
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+    "evals",
+    "fine-tune",
+    "fine-tune-results",
+    "user_data",
+    "vision",
+]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": OpenAIError, "description": "No such file (or not yours)"}
 }
@@ -62,7 +75,7 @@ def list_files(
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
-    purpose: Annotated[str | None, Query(max_length=64)] = None,
+    purpose: Annotated[FilePurpose | None, Query()] = None,
 ) -> OpenAIFileList:
     records, more = files.list(caller=key, after=after, limit=limit, order=order, purpose=purpose)
     data = [record.public() for record in records]
