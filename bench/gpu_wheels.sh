@@ -13,7 +13,8 @@ pinned() { .venv/bin/python -c "import importlib.metadata as m; print(m.version(
 binary=(pydantic_core httptools)
 pure=(
   fastapi starlette pydantic pydantic-settings python-dotenv annotated-types typing-inspection
-  uvicorn slowapi limits Deprecated sse-starlette fastapi-offline redis hjson
+  uvicorn slowapi limits Deprecated sse-starlette fastapi-offline redis hjson python-multipart
+  sniffio opentelemetry-api typing-extensions anyio
 )
 for name in "${binary[@]}" "${pure[@]}"; do
   spec="$name==$(pinned "$name")"
