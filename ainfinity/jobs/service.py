@@ -27,6 +27,7 @@ from ainfinity.exceptions import (
 )
 from ainfinity.executors.protocol import Executor
 from ainfinity.executors.sky_catalog import estimate_cost, validate_task
+from ainfinity.executors.sky_wheel import ServerWheelUnavailable, server_wheel
 from ainfinity.jobs.dataset_stats import describe_dataset
 from ainfinity.jobs.event_feed import EventFeed, FeedMessage
 from ainfinity.jobs.inputs import resolve_dataset, resolve_model
@@ -139,7 +140,13 @@ class SkyPilotService:
         )
         hyperparameters = spec.hyperparameters
         paths = self.store.paths(name)
-        rendered = render_job(self.template, spec, paths, pip_spec=self.settings.skypilot_pip_spec)
+        rendered = render_job(
+            self.template,
+            spec,
+            paths,
+            pip_spec=self.settings.skypilot_pip_spec,
+            wheel=self._node_wheel() if executor_name == "skypilot" else None,
+        )
         if executor_name == "skypilot":
             # SkyPilot's own check, now: a task it would refuse is a 422, not a failed launch.
             validate_task(rendered.task)
@@ -178,6 +185,15 @@ class SkyPilotService:
         logger.info("job created", extra={"job": name, "actor": actor})
         self.on_change()
         return record
+
+    def _node_wheel(self) -> Path | None:
+        """This server's ainfinity as a wheel for SkyPilot nodes, unless a pip spec is set."""
+        if self.settings.skypilot_pip_spec is not None:
+            return None
+        try:
+            return server_wheel(self.settings.home)
+        except ServerWheelUnavailable as exc:
+            raise InvalidSpec(str(exc)) from None
 
     def create_job_once(
         self, request: JobCreate, *, caller: ApiKey, idempotency_key: str | None
