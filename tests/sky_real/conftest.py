@@ -79,17 +79,13 @@ def data_dir(world: SkyWorld) -> Path:
     return data
 
 
-def start_control_plane(world: SkyWorld, name: str, data_dir: Path) -> ControlPlane:
-    server = ControlPlane(
-        world.root, name=name, namespace=world.namespace, sky=world.sky, data_dir=data_dir
-    )
-    server.start()
-    return server
-
-
 @pytest.fixture(scope="module")
 def control_plane(world: SkyWorld, data_dir: Path) -> Iterator[ControlPlane]:
-    server = start_control_plane(world, "server-a", data_dir)
+    """The ainfinity server in the namespace, with the skypilot executor (restartable)."""
+    server = ControlPlane(
+        world.root, name="server", namespace=world.namespace, sky=world.sky, data_dir=data_dir
+    )
+    server.start()
     try:
         yield server
     finally:

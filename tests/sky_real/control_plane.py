@@ -62,7 +62,6 @@ class ControlPlane:
             AINFINITY_API_KEYS=f"tester:{API_KEY}",
             AINFINITY_EXECUTOR="skypilot",
             AINFINITY_SKYPILOT_API_SERVER=API_URL,
-            AINFINITY_SKYPILOT_POLL_SECONDS="2",
             AINFINITY_RECONCILE_INTERVAL_SECONDS="0.5",
             AINFINITY_DATA_DIRS=str(self.data_dir),
             AINFINITY_RATE_LIMIT="100000/minute",

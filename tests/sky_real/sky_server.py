@@ -168,15 +168,8 @@ class SkyApiServer:
         )
         return json.loads(result.stdout.decode().strip().splitlines()[-1])
 
-    def stop(self) -> None:
-        """Ask the server to stop; the namespace teardown kills whatever is left."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self.probe is not None and self.probe.poll() is None:
-            self.probe.kill()
-            self.probe.wait(timeout=10)
+    def reap(self) -> None:
+        """Collect the exit statuses once the namespace teardown has killed them."""
+        for process in (self.process, self.probe):
+            if process is not None:
+                process.wait(timeout=30)

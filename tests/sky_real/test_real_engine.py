@@ -7,23 +7,26 @@ and goes through `sky.jobs.launch`, a Slurm allocation, the template's `setup:` 
 the server's own wheel, its dependencies from the node's offline index) and `run:` (training
 the built-in tiny model on the uploaded dataset), `queue_v2` and `tail_logs`.
 
-A managed job spends about a minute in SkyPilot's own machinery however small it is, so the
-jobs are launched together when the module starts (`launched`), and the tests that act on a
-running job (restart, cancel) run first, while the others' jobs proceed.
+A managed job spends minutes in SkyPilot's own machinery however small it is, so the jobs
+run side by side: they are launched when the module starts (`launched`), and the tests that
+act on a running job (restart, then cancel) run first, while the others' jobs proceed.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.sky_real.conftest import TIMINGS, start_control_plane
+from tests.sky_real.conftest import TIMINGS
 from tests.sky_real.control_plane import ControlPlane
 from tests.sky_real.world import SkyWorld
 
@@ -58,27 +61,37 @@ def job_body(name: str, data_dir: Path, **overrides: Any) -> dict[str, Any]:
     return body
 
 
-# The job each test follows, by test name: (server, body overrides).
-PLANS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "test_a_restarted_control_plane_tracks_the_job_without_launching_again": (
-        "b",
-        "sky-restart",
-        {"hyperparameters": {**HYPERPARAMETERS, "max_steps": 300, "logging_steps": 10}},
-    ),
-    "test_cancel_stops_a_running_job_and_frees_its_allocation": (
-        "a",
+@dataclass(frozen=True)
+class Plan:
+    """The job a test follows: its name, and what differs from `job_body`."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # POSTed once this job trains (a metric came back), instead of at once (see `launched`).
+    after: str | None = None
+
+
+# The job that trains to success (test 1) is also the one the server is restarted under while
+# it trains (test 3): a managed job costs minutes of SkyPilot's own work on two cores, and a
+# restart must leave no trace in a job's record anyway. It trains for 30 logging steps so that
+# the restart lands mid-training.
+TRAINS_TO_SUCCESS = Plan(
+    "sky-ok", {"hyperparameters": {**HYPERPARAMETERS, "max_steps": 300, "logging_steps": 10}}
+)
+PLANS = {
+    "test_a_restarted_control_plane_tracks_the_job_without_launching_again": TRAINS_TO_SUCCESS,
+    "test_cancel_stops_a_running_job_and_frees_its_allocation": Plan(
         "sky-cancel",
-        # Trains until cancelled.
+        # Trains until cancelled: a core's worth of work that must not compete with the
+        # other jobs, so it is launched once sky-ok trains, and trains when its test comes.
         {"hyperparameters": {**HYPERPARAMETERS, "max_steps": 10_000_000, "logging_steps": 10}},
+        after="sky-ok",
     ),
-    "test_a_job_trains_through_the_real_engine_to_success": ("a", "sky-ok", {}),
-    "test_a_job_skypilot_cannot_place_fails_with_its_reason": (
-        "a",
-        "sky-noplace",
-        {"resources": {"cloud": "slurm", "accelerators": "H100:1"}},
+    "test_a_job_trains_through_the_real_engine_to_success": TRAINS_TO_SUCCESS,
+    "test_a_job_skypilot_cannot_place_fails_with_its_reason": Plan(
+        "sky-noplace", {"resources": {"cloud": "slurm", "accelerators": "H100:1"}}
     ),
-    "test_the_trainers_error_code_wins_over_skypilots_failed": (
-        "a",
+    "test_the_trainers_error_code_wins_over_skypilots_failed": Plan(
         "sky-trainfail",
         # Accepted by the API (it cannot know the node's hardware); the node has no
         # FlashAttention, so the trainer fails with its own `model_load_error`.
@@ -87,35 +100,70 @@ PLANS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def second_control_plane(world: SkyWorld, data_dir: Path) -> Iterator[ControlPlane]:
-    """Another server with its own home, for the job whose server gets restarted."""
-    server = start_control_plane(world, "server-b", data_dir)
-    try:
-        yield server
-    finally:
-        server.stop()
+class Launches:
+    """When each job was accepted; jobs POSTed later (`Plan.after`) appear when they are."""
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
+        self._changed = threading.Condition()
+
+    def record(self, name: str, *, error: str | None = None) -> None:
+        with self._changed:
+            if error is None:
+                self.accepted[name] = time.time()
+            else:
+                self.errors[name] = error
+            self._changed.notify_all()
+
+    def wait(self, name: str, timeout: float = JOB_TIMEOUT) -> float:
+        with self._changed:
+            self._changed.wait_for(
+                lambda: name in self.accepted or name in self.errors, timeout=timeout
+            )
+        assert name not in self.errors, self.errors[name]
+        assert name in self.accepted, f"{name} was never launched"
+        return self.accepted[name]
 
 
 @pytest.fixture(scope="module")
 def launched(
-    request: pytest.FixtureRequest,
-    data_dir: Path,
-    control_plane: ControlPlane,
-    second_control_plane: ControlPlane,
-) -> dict[str, float]:
-    """POST the job of every selected test at once; returns when each was accepted."""
-    servers = {"a": control_plane, "b": second_control_plane}
+    request: pytest.FixtureRequest, data_dir: Path, control_plane: ControlPlane
+) -> Launches:
+    """POST the job of every selected test when the module starts (a managed job spends
+    minutes in SkyPilot however small it is, so they run side by side); a job planned `after`
+    another is POSTed by a background thread once that one trains."""
     selected = {item.name for item in request.session.items}
-    accepted: dict[str, float] = {}
-    for test, (server, name, overrides) in PLANS.items():
-        if test not in selected:
-            continue
-        with servers[server].client() as api:
-            response = api.post("/api/v1/jobs", json=job_body(name, data_dir, **overrides))
+    planned = {plan.name: plan for test, plan in PLANS.items() if test in selected}
+    launches = Launches()
+
+    def post(plan: Plan) -> None:
+        body = job_body(plan.name, data_dir, **plan.overrides)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with control_plane.client() as api:
+                    response = api.post("/api/v1/jobs", json=body)
+                break
+            except httpx.TransportError:  # the server is being restarted (test 3)
+                assert time.monotonic() < deadline, "the server did not come back"
+                time.sleep(1)
         assert response.status_code == 202, response.text
-        accepted[name] = time.time()
-    return accepted
+        launches.record(plan.name)
+
+    def post_later(plan: Plan, after: str) -> None:
+        try:
+            wait_job(control_plane, after, lambda j: j["progress"] or j["status"] in TERMINAL)
+            post(plan)
+        except (AssertionError, httpx.HTTPError) as exc:
+            launches.record(plan.name, error=f"not launched: {exc}")
+
+    for plan in planned.values():
+        if plan.after in planned:
+            threading.Thread(target=post_later, args=(plan, plan.after), daemon=True).start()
+        else:
+            post(plan)
+    return launches
 
 
 def wait_job(
@@ -129,8 +177,14 @@ def wait_job(
     deadline = time.monotonic() + timeout
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        with server.client() as api:
-            job = api.get(f"/api/v1/jobs/{name}").json()
+        try:
+            with server.client() as api:
+                response = api.get(f"/api/v1/jobs/{name}")
+        except httpx.TransportError:  # the server is being restarted
+            time.sleep(1)
+            continue
+        assert response.status_code == 200, response.text
+        job = response.json()
         if done(job):
             return job
         if job.get("status") in TERMINAL:
@@ -173,36 +227,37 @@ def seconds(timestamp: str) -> float:
 
 
 def test_a_restarted_control_plane_tracks_the_job_without_launching_again(
-    world: SkyWorld, second_control_plane: ControlPlane, launched: dict[str, float]
+    world: SkyWorld, control_plane: ControlPlane, launched: Launches
 ) -> None:
-    server = second_control_plane
-    job = wait_job(server, "sky-restart", lambda j: j["status"] == "RUNNING" and j["progress"])
+    server = control_plane
+    job = wait_job(server, "sky-ok", lambda j: j["status"] == "RUNNING" and j["progress"])
     assert job["progress"]["step"] < job["progress"]["total_steps"]
 
     server.restart()  # SIGTERM, then a new server process on the same home
 
-    job = wait_job(server, "sky-restart", lambda j: j["status"] in TERMINAL)
+    job = wait_job(server, "sky-ok", lambda j: j["status"] in TERMINAL)
     assert job["status"] == "SUCCEEDED", job["failure_reason"]
     assert job["progress"]["percent"] == 100.0
-    assert statuses(server, "sky-restart") == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]
+    assert statuses(server, "sky-ok") == ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]
     # One launch in total, as SkyPilot's API server recorded the requests it got: a single
     # `jobs.launch` for this job, the one whose id the first server stored.
     launches = world.sky.sdk_call(
         "[r.request_id for r in sky.api_status(all_status=True) if r.name == 'sky.jobs.launch'"
-        " and json.loads(r.request_body).get('name') == 'sky-restart']"
+        " and json.loads(r.request_body).get('name') == 'sky-ok']"
     )
-    assert launches == [stored_state(server, "sky-restart")["launch_request_id"]]
+    assert launches == [stored_state(server, "sky-ok")["launch_request_id"]]
     names = world.sky.sdk_call(
         "[r.job_name for r in sky.get(sky.jobs.queue_v2(refresh=False, all_users=True, "
         "fields=['job_id', 'job_name']))[0]]"
     )
-    assert names.count("sky-restart") == 1
-    assert sum(e["message"] == "job launched" for e in events(server, "sky-restart")) == 1
+    assert names.count("sky-ok") == 1
+    assert sum(e["message"] == "job launched" for e in events(server, "sky-ok")) == 1
 
 
 def test_cancel_stops_a_running_job_and_frees_its_allocation(
-    world: SkyWorld, control_plane: ControlPlane, launched: dict[str, float]
+    world: SkyWorld, control_plane: ControlPlane, launched: Launches
 ) -> None:
+    launched.wait("sky-cancel")
     # Training for real (a metric has come back) before the cancel.
     wait_job(control_plane, "sky-cancel", lambda j: j["status"] == "RUNNING" and j["progress"])
     job_id = int(stored_state(control_plane, "sky-cancel")["job_id"])
@@ -226,7 +281,7 @@ def test_cancel_stops_a_running_job_and_frees_its_allocation(
 
 
 def test_a_job_trains_through_the_real_engine_to_success(
-    world: SkyWorld, control_plane: ControlPlane, launched: dict[str, float]
+    world: SkyWorld, control_plane: ControlPlane, launched: Launches
 ) -> None:
     job = wait_job(control_plane, "sky-ok", lambda j: j["status"] in TERMINAL)
 
@@ -245,8 +300,8 @@ def test_a_job_trains_through_the_real_engine_to_success(
         log = api.get("/api/v1/jobs/sky-ok/logs").text
         metrics = api.get("/api/v1/jobs/sky-ok/metrics").json()["data"]
     assert "ainfinity-done" in log and "\x1b" not in log
-    assert [m["step"] for m in metrics] == [5, 10, 15, 20]  # one per logging step
-    assert job["progress"]["step"] == 20 and job["progress"]["percent"] == 100.0
+    assert [m["step"] for m in metrics] == list(range(10, 301, 10))  # one per logging step
+    assert job["progress"]["step"] == 300 and job["progress"]["percent"] == 100.0
     output = Path(job["output_dir"])
     assert (output / "config.json").is_file() and (output / "model.safetensors").stat().st_size
     TIMINGS.update(
@@ -264,7 +319,7 @@ def test_a_job_trains_through_the_real_engine_to_success(
 
 
 def test_a_job_skypilot_cannot_place_fails_with_its_reason(
-    control_plane: ControlPlane, launched: dict[str, float]
+    control_plane: ControlPlane, launched: Launches
 ) -> None:
     job = wait_job(control_plane, "sky-noplace", lambda j: j["status"] in TERMINAL)
 
@@ -275,12 +330,12 @@ def test_a_job_skypilot_cannot_place_fails_with_its_reason(
     assert "H100" in reason and "\x1b" not in reason and "Hint" not in reason
     assert "\n" not in reason
     # Not stuck: it ended as soon as SkyPilot refused it, without a cluster ever starting.
-    assert seconds(job["finished_at"]) - launched["sky-noplace"] < 300
+    assert seconds(job["finished_at"]) - launched.wait("sky-noplace") < 300
     assert statuses(control_plane, "sky-noplace") == ["PENDING", "STARTING", "FAILED"]
 
 
 def test_the_trainers_error_code_wins_over_skypilots_failed(
-    world: SkyWorld, control_plane: ControlPlane, launched: dict[str, float]
+    world: SkyWorld, control_plane: ControlPlane, launched: Launches
 ) -> None:
     job = wait_job(control_plane, "sky-trainfail", lambda j: j["status"] in TERMINAL)
 

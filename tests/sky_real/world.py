@@ -69,19 +69,21 @@ def sky_world(timings: dict[str, float] | None = None) -> Iterator[SkyWorld]:
         sky = SkyApiServer(root, cluster, namespace)
         sky.prepare()
         sky.start()
+        # Its own check at start-up may still be running: a launch before it is done could
+        # find no cloud enabled.
         sky.sky("check", "slurm", timeout=180)
         timings["sky_api_server_up"] = time.monotonic() - mark
         yield SkyWorld(root, namespace, cluster, sky, timings)
     finally:
         mark = time.monotonic()
-        if sky is not None:
-            sky.stop()
-        # Everything left in the namespace, by PID: Slurm and its jobs' processes, SkyPilot's
-        # controllers and clusters' daemons. Whatever they wrote is under `root`.
+        # Everything in the namespace, by PID: SkyPilot's server, controllers and clusters'
+        # daemons, Slurm and its jobs' processes. Nothing needs a clean stop: whatever they
+        # wrote is under `root`.
         namespace.stop()
         timings["teardown"] = time.monotonic() - mark
-        if cluster is not None:
-            cluster.reap()
+        for part in (sky, cluster):
+            if part is not None:
+                part.reap()
         STALE_RECORD.unlink(missing_ok=True)
         shutil.rmtree(root, ignore_errors=True)
 
