@@ -3,6 +3,17 @@
 It answers with SkyPilot's own types (`ManagedJobRecord`, `ManagedJobStatus`) and checks every
 launched task with SkyPilot's own `Task.from_yaml_config` + `validate`, so only the cloud is
 fake. Tests move jobs through SkyPilot's states with `set_status` and feed logs with `log`.
+
+What it imitates was checked against SkyPilot 0.14.1 on a real Slurm cluster
+(tests/sky_real/):
+- `queue` fills in only the record fields asked for (`queue_v2(fields=...)`); the rest are
+  None, as SkyPilot's default field set leaves `failure_reason` out;
+- `node_line` writes a line as `tail_logs` streams it: coloured, behind its source
+  (`(setup pid=N)` for `setup:`, `(<task name>, pid=N)` for `run:`), and the stream opens
+  and closes with SkyPilot's own status lines;
+- failure reasons are SkyPilot's (`FAILURE_*`): a tagged exception, hints, colour codes;
+- `cancel` is accepted at once and the job shows CANCELLING until the test ends it (the real
+  controller takes seconds to tear the cluster down before CANCELLED).
 """
 
 from __future__ import annotations
@@ -14,6 +25,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from ainfinity.executors.sky_catalog import validate_task
+
+# Real failure reasons, as `queue_v2` returned them.
+FAILURE_NO_PLACE = (
+    "[sky.exceptions.ResourcesUnavailableError] Catalog does not contain any instances "
+    "satisfying the request: 1x Slurm({'H100': 1}).\nTo fix: relax or change the resource "
+    "requirements.\n\nHint: \x1b[1msky gpus list\x1b[0m to list available accelerators.\n"
+    "      \x1b[1msky check\x1b[0m to check the enabled clouds.\nHint: Check Per Resource Hint\n"
+)
+FAILURE_USER_CODE = (
+    "Job exited with exit code 1 (user program failure). To see the details, run: "
+    "sky jobs logs --controller 4"
+)
+_STREAM_START = (
+    "\x1b[2m├── \x1b[0m\x1b[2mWaiting for task resources on 1 node.\x1b[0m\n"
+    "\x1b[2m└── \x1b[0mJob started. Streaming logs... \x1b[2m(Ctrl-C to exit log streaming; "
+    "job will not be killed)\x1b[0m\n"
+)
 
 
 class RecordingSkyPilot:
@@ -52,10 +80,14 @@ class RecordingSkyPilot:
             self.jobs[job_id] = self._record(job_id, self._names[request_id], "PENDING")
         return job_id
 
-    def queue(self, job_ids: Sequence[int]) -> list[Any]:
+    def queue(self, job_ids: Sequence[int], fields: Sequence[str]) -> list[Any]:
         with self._lock:
             self.calls.append(("queue", tuple(job_ids)))
-            return [self.jobs[j].model_copy() for j in job_ids if j in self.jobs]
+            found = [self.jobs[j] for j in job_ids if j in self.jobs]
+        # Like queue_v2: the fields not asked for come back empty.
+        return [
+            type(record).model_validate({f: getattr(record, f) for f in fields}) for record in found
+        ]
 
     def cancel(self, job_ids: Sequence[int]) -> None:
         with self._lock:
@@ -65,6 +97,7 @@ class RecordingSkyPilot:
 
     def tail_logs(self, job_id: int, sink: io.TextIOBase, *, follow: bool) -> None:
         self.calls.append(("tail_logs", job_id))
+        sink.write(_STREAM_START)
         sent = 0
         while True:
             with self._lock:
@@ -76,8 +109,15 @@ class RecordingSkyPilot:
                 sink.flush()
                 sent = len(text)
             if done or not follow:
-                return
+                break
             time.sleep(0.02)
+        if record is not None and done:
+            status = record.status.value
+            sink.write(
+                f"\x1b[0m\x1b[32m✓ Job finished (status: {status}).\x1b[0m\x1b[0m\n"
+                f"\x1b[0m\x1b[32m✓ Managed job finished: {job_id} (status: {status}).\x1b[0m"
+                "\x1b[0m\n"
+            )
 
     # -- test controls -----------------------------------------------------------------------
 
@@ -92,6 +132,11 @@ class RecordingSkyPilot:
     def log(self, job_id: int, text: str) -> None:
         with self._lock:
             self.logs[job_id] = self.logs.get(job_id, "") + text
+
+    def node_line(self, job_id: int, text: str, *, setup: bool = False) -> None:
+        """Log one line the node printed, as SkyPilot streams it."""
+        source = "setup pid=812" if setup else f"{self.jobs[job_id].job_name}, pid=901"
+        self.log(job_id, f"\x1b[36m({source})\x1b[0m {text}\n")
 
     def job_id(self, name: str) -> int:
         with self._lock:

@@ -19,7 +19,7 @@ from ainfinity.core.config import Settings
 from ainfinity.train.protocol import ERROR_PREFIX, METRIC_PREFIX, format_event
 from tests.builders import API_KEY, job_body, wait_for
 from tests.conftest import MakeSettings
-from tests.sky_fake import RecordingSkyPilot
+from tests.sky_fake import FAILURE_NO_PLACE, FAILURE_USER_CODE, RecordingSkyPilot
 
 pytestmark = pytest.mark.timeout(120)
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
@@ -69,7 +69,7 @@ def metric_line(step: int, loss: float) -> str:
         "step_time_seconds": 2.0,
         "time": "2026-11-23T00:00:00Z",
     }
-    return "(task, pid=1) " + format_event(METRIC_PREFIX, record) + "\n"
+    return format_event(METRIC_PREFIX, record)
 
 
 def test_walks_a_managed_job_through_recovery_to_success(
@@ -84,7 +84,9 @@ def test_walks_a_managed_job_through_recovery_to_success(
     assert wait_for(sky_client, "sky1", {"STARTING"})["status"] == "STARTING"
 
     fake.set_status(job_id, "RUNNING")
-    fake.log(job_id, "setup done\n" + metric_line(1, 2.5) + metric_line(2, 2.0))
+    fake.node_line(job_id, "setup done", setup=True)
+    fake.node_line(job_id, metric_line(1, 2.5))
+    fake.node_line(job_id, metric_line(2, 2.0))
     job = wait_until(
         lambda: (
             (j := sky_client.get("/api/v1/jobs/sky1").json())["progress"]
@@ -99,7 +101,8 @@ def test_walks_a_managed_job_through_recovery_to_success(
     assert wait_for(sky_client, "sky1", {"RECOVERING"})["recovery_count"] == 1
     fake.set_status(job_id, "RUNNING")
     wait_for(sky_client, "sky1", {"RUNNING"})
-    fake.log(job_id, metric_line(3, 1.5) + metric_line(4, 1.0) + "ainfinity-done {}\n")
+    for line in (metric_line(3, 1.5), metric_line(4, 1.0), "ainfinity-done {}"):
+        fake.node_line(job_id, line)
     fake.set_status(job_id, "SUCCEEDED")
     job = wait_for(sky_client, "sky1", TERMINAL)
 
@@ -118,11 +121,17 @@ def test_walks_a_managed_job_through_recovery_to_success(
         if e["status"] == "RECOVERING"
     ]
     assert "recovery 1" in recovering[0]["message"]
-    # The streamed log is the job's own log, and its metric lines are the job's metrics.
-    logs = sky_client.get("/api/v1/jobs/sky1/logs", params={"raw": True}).text
-    assert logs.startswith("setup done\n") and logs.endswith("ainfinity-done {}\n")
+    # The streamed log is the job's own log, as plain text with each line's source, and its
+    # metric lines are the job's metrics.
+    lines = sky_client.get("/api/v1/jobs/sky1/logs", params={"raw": True}).text.splitlines()
+    assert "(setup pid=812) setup done" in lines
+    assert "(sky1, pid=901) ainfinity-done {}" in lines
+    assert lines[-1] == "✓ Managed job finished: 1 (status: SUCCEEDED)."
+    assert not any("\x1b" in line for line in lines)
     # By default the trainer's protocol lines are left out for people reading the log.
-    assert sky_client.get("/api/v1/jobs/sky1/logs").text == "setup done\n"
+    shown = sky_client.get("/api/v1/jobs/sky1/logs").text.splitlines()
+    assert "(setup pid=812) setup done" in shown
+    assert not any("ainfinity-" in line for line in shown)
     metrics = sky_client.get("/api/v1/jobs/sky1/metrics").json()["data"]
     assert [(m["step"], m["loss"]) for m in metrics] == [(1, 2.5), (2, 2.0), (3, 1.5), (4, 1.0)]
     assert job["progress"]["step"] == 4 and job["progress"]["percent"] == 100.0
@@ -149,14 +158,17 @@ def test_no_resource_fails_with_skypilots_reason_in_plain_words(
     sky_client.post("/api/v1/jobs", json=job_body(name="nores"))
     job_id = wait_until(lambda: stored(sky_settings, "nores")["executor_state"].get("job_id"))
 
-    fake.set_status(
-        job_id, "FAILED_NO_RESOURCE", failure_reason="Failed to acquire resources in all regions"
-    )
+    fake.set_status(job_id, "FAILED_PRECHECKS", failure_reason=FAILURE_NO_PLACE)
     job = wait_for(sky_client, "nores", TERMINAL)
 
     assert job["status"] == "FAILED"
-    assert job["failure_reason"].startswith("no_resource: no cloud had the requested resources")
-    assert "Failed to acquire resources in all regions" in job["failure_reason"]
+    # SkyPilot's reason, read from the record (asked for: queue_v2 leaves it out by
+    # default), as one plain line: no colour codes, class tag or `sky` hints.
+    assert job["failure_reason"] == (
+        "prechecks_failed: SkyPilot refused the task before launching it (resources or file "
+        "mounts); SkyPilot says: Catalog does not contain any instances satisfying the "
+        "request: 1x Slurm({'H100': 1}). To fix: relax or change the resource requirements."
+    )
 
 
 def test_the_trainers_own_error_wins_over_skypilots_generic_failure(
@@ -165,13 +177,14 @@ def test_the_trainers_own_error_wins_over_skypilots_generic_failure(
     sky_client.post("/api/v1/jobs", json=job_body(name="oom"))
     job_id = wait_until(lambda: stored(sky_settings, "oom")["executor_state"].get("job_id"))
     fake.set_status(job_id, "RUNNING")
-    fake.log(job_id, format_event(ERROR_PREFIX, {"code": "cuda_oom", "msg": "out of memory"}))
-    fake.set_status(job_id, "FAILED", failure_reason="Job failed with exit code 1")
+    error = format_event(ERROR_PREFIX, {"code": "cuda_oom", "msg": "out of memory"})
+    fake.node_line(job_id, error)
+    fake.set_status(job_id, "FAILED", failure_reason=FAILURE_USER_CODE)
 
     job = wait_for(sky_client, "oom", TERMINAL)
 
     assert job["failure_reason"] == "cuda_oom: out of memory"
-    assert job["failure_log"][-1].startswith("ainfinity-error")
+    assert f"(oom, pid=901) {error}" in job["failure_log"]
 
 
 def test_cancel_reaches_skypilot_and_ends_cancelled(
@@ -233,7 +246,7 @@ def test_a_restart_resumes_tracking_from_what_was_stored(
     launches = [call for call in fake.calls if call[0] == "launch"]
     assert len(launches) == 1  # the stored request was waited on again, not relaunched
 
-    fake.log(job_id, metric_line(4, 0.5))
+    fake.node_line(job_id, metric_line(4, 0.5))
     fake.set_status(job_id, "SUCCEEDED")
     with TestClient(
         create_app(sky_settings, skypilot_sdk=fake), headers={"X-API-Key": API_KEY}

@@ -56,9 +56,15 @@ def trained_from(spec: JobSpec) -> TrainingModel:
     return TrainingModel(load=spec.model, tokenizer=spec.model, base_model=spec.model)
 
 
-def render(spec: JobSpec, *, pip_spec: str | None = None, root: Path | None = None) -> RenderedJob:
+def render(
+    spec: JobSpec,
+    *,
+    pip_spec: str | None = None,
+    wheel: Path | None = None,
+    root: Path | None = None,
+) -> RenderedJob:
     paths = JobPaths(root or Path("/srv/ainfinity/jobs") / spec.name)
-    return render_job(TEMPLATE, spec, paths, trained_from(spec), pip_spec=pip_spec)
+    return render_job(TEMPLATE, spec, paths, trained_from(spec), pip_spec=pip_spec, wheel=wheel)
 
 
 class TestRenderLocalJob:
@@ -107,11 +113,11 @@ class TestRenderSkyPilotJob:
     def test_local_datasets_are_uploaded_to_node_paths(self) -> None:
         rendered = render(spec_of(validation_dataset=str(SAMPLE_TEXT)))
         assert rendered.task["file_mounts"] == {
-            "/ainfinity/data/train.jsonl": str(SAMPLE_SFT),
-            "/ainfinity/data/validation.jsonl": str(SAMPLE_TEXT),
+            "ainfinity-inputs/train.jsonl": str(SAMPLE_SFT),
+            "ainfinity-inputs/validation.jsonl": str(SAMPLE_TEXT),
         }
-        assert rendered.job_config["dataset"] == "/ainfinity/data/train.jsonl"
-        assert rendered.job_config["validation_dataset"] == "/ainfinity/data/validation.jsonl"
+        assert rendered.job_config["dataset"] == "ainfinity-inputs/train.jsonl"
+        assert rendered.job_config["validation_dataset"] == "ainfinity-inputs/validation.jsonl"
         validate_task(rendered.task)
 
     def test_bucket_datasets_are_copied_as_files(self) -> None:
@@ -120,10 +126,10 @@ class TestRenderSkyPilotJob:
         )
         # The plain form: SkyPilot copies one object to the path (a prefix would be a folder).
         assert rendered.task["file_mounts"] == {
-            "/ainfinity/data/train.jsonl": "s3://corpus/sft/train.jsonl",
-            "/ainfinity/data/validation.json": "gs://corpus/v.json",
+            "ainfinity-inputs/train.jsonl": "s3://corpus/sft/train.jsonl",
+            "ainfinity-inputs/validation.json": "gs://corpus/v.json",
         }
-        assert rendered.job_config["dataset"] == "/ainfinity/data/train.jsonl"
+        assert rendered.job_config["dataset"] == "ainfinity-inputs/train.jsonl"
         validate_task(rendered.task)
 
     def test_a_bucket_prefix_is_not_a_dataset(self) -> None:
@@ -166,7 +172,7 @@ class TestRenderSkyPilotJob:
         # Relative to the workdir `run:` starts in; the record says where that is.
         assert rendered.job_config["output_dir"] == "output"
         assert rendered.output_dir == "~/sky_workdir/output"
-        assert list(rendered.task["file_mounts"]) == ["/ainfinity/data/train.jsonl"]
+        assert list(rendered.task["file_mounts"]) == ["ainfinity-inputs/train.jsonl"]
 
     def test_output_uri_may_not_climb_out_of_its_folder(self) -> None:
         with pytest.raises(InvalidSpec, match="output_uri"):
@@ -176,6 +182,45 @@ class TestRenderSkyPilotJob:
         assert render(spec_of()).task["envs"]["AINFINITY_PIP_SPEC"] == f"ainfinity=={__version__}"
         wheel = "ainfinity @ https://wheels.internal/ainfinity-0.1.0-py3-none-any.whl"
         assert render(spec_of(), pip_spec=wheel).task["envs"]["AINFINITY_PIP_SPEC"] == wheel
+
+    def test_the_servers_wheel_is_uploaded_and_installed_from_its_node_path(
+        self, tmp_path: Path
+    ) -> None:
+        wheel = tmp_path / "ainfinity-0.1.0-py3-none-any.whl"
+        wheel.write_bytes(b"PK")
+        task = render(spec_of(), wheel=wheel).task
+        node_path = "ainfinity-inputs/ainfinity-0.1.0-py3-none-any.whl"
+        assert task["file_mounts"][node_path] == str(wheel)
+        # A relative path: pip installs that file; setup: starts in the workdir, where
+        # SkyPilot puts relative file-mount destinations.
+        assert task["envs"]["AINFINITY_PIP_SPEC"] == f"./{node_path}"
+        validate_task(task)
+        # A pip spec, when configured, wins: nothing is uploaded.
+        task = render(spec_of(), pip_spec="ainfinity==0.1.0", wheel=wheel).task
+        assert list(task["file_mounts"]) == ["ainfinity-inputs/train.jsonl"]
+
+    def test_node_paths_need_no_root_on_the_node(self, tmp_path: Path) -> None:
+        # SkyPilot creates an absolute destination with `sudo mkdir`, which the users of a
+        # Slurm cluster do not have (the launch is then retried forever).
+        wheel = tmp_path / "ainfinity-0.1.0-py3-none-any.whl"
+        wheel.write_bytes(b"PK")
+        rendered = render(spec_of(validation_dataset=str(SAMPLE_TEXT)), wheel=wheel)
+        assert not any(dst.startswith("/") for dst in rendered.task["file_mounts"])
+        assert not rendered.job_config["dataset"].startswith("/")
+
+    def test_a_shared_directory_is_the_output_as_it_is(self) -> None:
+        rendered = render(spec_of(output_uri="file:///shared/runs/llama-sft-1/"))
+        assert rendered.job_config["output_dir"] == "/shared/runs/llama-sft-1"
+        assert rendered.output_dir == "/shared/runs/llama-sft-1"
+        assert list(rendered.task["file_mounts"]) == ["ainfinity-inputs/train.jsonl"]
+        validate_task(rendered.task)
+
+    @pytest.mark.parametrize(
+        "output_uri", ["file:///shared/../etc", "file:///shared/./x", "file:///shared//x"]
+    )
+    def test_a_shared_directory_must_be_a_plain_path(self, output_uri: str) -> None:
+        with pytest.raises(InvalidSpec, match="output_uri"):
+            render(spec_of(output_uri=output_uri))
 
     @pytest.mark.parametrize("value", HOSTILE)
     def test_user_values_stay_data(self, value: str) -> None:
@@ -238,12 +283,12 @@ class TestValidateTask:
             ({("num_nodes",): 0}, "num_nodes"),
             ({("surprise",): 1}, "surprise"),
             ({("resources", "surprise"): 1}, "surprise"),
-            ({("file_mounts", "/ainfinity/data/x.jsonl"): "/no/such/file.jsonl"}, "not exist"),
-            ({("file_mounts", "/ainfinity/data/dir"): "/srv/data/"}, "slash"),
+            ({("file_mounts", "ainfinity-inputs/x.jsonl"): "/no/such/file.jsonl"}, "not exist"),
+            ({("file_mounts", "ainfinity-inputs/dir"): "/srv/data/"}, "slash"),
             ({("resources", "job_recovery"): {"strategy": "PRAY"}}, "PRAY"),
             ({("resources", "cloud"): "nocloud"}, "nocloud"),
             ({("resources", "cloud"): "gcp", ("resources", "region"): "us-west-2"}, "region"),
-            ({("file_mounts", "/ainfinity/data/az.jsonl"): "az://c/data.jsonl"}, "az://"),
+            ({("file_mounts", "ainfinity-inputs/az.jsonl"): "az://c/data.jsonl"}, "az://"),
             (
                 {
                     ("file_mounts", "/ainfinity/buckets/ckpts"): {
@@ -316,9 +361,14 @@ class TestCreateSkyPilotJobOverHttp:
         assert response.json()["output_dir"] == "s3://ckpts/runs/accepted"
         job_dir = settings.home / "jobs" / "accepted"
         task = yaml.safe_load((job_dir / "task.yaml").read_text())
-        assert task["file_mounts"]["/ainfinity/data/train.jsonl"] == str(SAMPLE_SFT)
+        assert task["file_mounts"]["ainfinity-inputs/train.jsonl"] == str(SAMPLE_SFT)
         assert task["resources"]["job_recovery"]["max_restarts_on_errors"] == 2
         config = json.loads((job_dir / "workdir" / "job_config.json").read_text())
-        assert config["dataset"] == "/ainfinity/data/train.jsonl"
+        assert config["dataset"] == "ainfinity-inputs/train.jsonl"
         assert config["output_dir"] == "/ainfinity/buckets/ckpts/runs/accepted"
+        # By default a node installs this server's own ainfinity, uploaded with the task.
+        node_wheel = f"ainfinity-inputs/ainfinity-{__version__}-py3-none-any.whl"
+        assert task["envs"]["AINFINITY_PIP_SPEC"] == f"./{node_wheel}"
+        wheel = Path(task["file_mounts"][node_wheel])
+        assert wheel.is_file() and wheel.is_relative_to(settings.home / "wheels")
         validate_task(task)

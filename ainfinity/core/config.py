@@ -122,8 +122,8 @@ class Settings(BaseSettings):
     skypilot_api_server: str | None = Field(
         None, pattern=r"^https?://[^\s]+$", examples=["http://sky.internal:46580"]
     )
-    # What a cloud node pip-installs to get the trainer; unset: this server's version from PyPI.
-    # A wheel URL or `git+https://...` works too.
+    # What a node pip-installs to get the trainer; unset: this server's own ainfinity as a
+    # wheel, uploaded with each job. A version spec, wheel URL or `git+https://...` works too.
     skypilot_pip_spec: str | None = Field(None, min_length=1, max_length=1024)
     # How often the managed-jobs queue is read (one batched call for all active jobs).
     skypilot_poll_seconds: float = Field(10.0, gt=0, le=600)

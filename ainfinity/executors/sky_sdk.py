@@ -26,8 +26,10 @@ class SkyPilotSdk(Protocol):
     def wait_launch(self, request_id: str) -> int:
         """Block until a launch request is done; return the managed job id."""
 
-    def queue(self, job_ids: Sequence[int]) -> list[ManagedJobRecord]:
-        """The managed-job records of these ids, in one call (blocks for one round trip)."""
+    def queue(self, job_ids: Sequence[int], fields: Sequence[str]) -> list[ManagedJobRecord]:
+        """The managed-job records of these ids, in one call (blocks for one round trip).
+
+        Only `fields` are filled in; SkyPilot leaves the others None."""
 
     def cancel(self, job_ids: Sequence[int]) -> None:
         """Ask SkyPilot to cancel these managed jobs (blocks until the request is accepted)."""
@@ -61,10 +63,12 @@ class SkyPilotClient:
             raise RuntimeError("SkyPilot accepted the launch but returned no managed job id")
         return int(job_ids[0])
 
-    def queue(self, job_ids: Sequence[int]) -> list[ManagedJobRecord]:
+    def queue(self, job_ids: Sequence[int], fields: Sequence[str]) -> list[ManagedJobRecord]:
         import sky
 
-        result = sky.get(sky.jobs.queue_v2(refresh=False, job_ids=list(job_ids)))
+        result = sky.get(
+            sky.jobs.queue_v2(refresh=False, job_ids=list(job_ids), fields=list(fields))
+        )
         # 0.14 answers (records, total, status_counts, total_no_filter); older servers a list.
         records = result[0] if isinstance(result, tuple) else result
         return list(records)

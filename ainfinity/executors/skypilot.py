@@ -9,6 +9,7 @@ wake the reconciler when they are done. What is needed to find a job again after
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ainfinity.core.config import Settings
 from ainfinity.executors.protocol import LaunchError, Observation
-from ainfinity.executors.sky_log_sink import JobLogSink
+from ainfinity.executors.sky_log_sink import JobLogSink, strip_ansi
 from ainfinity.executors.sky_sdk import SkyPilotSdk
 from ainfinity.schema.job import JobRecord, JobStatus
 from ainfinity.store.job_files import JobPaths
@@ -29,6 +30,11 @@ logger = logging.getLogger("ainfinity.skypilot")
 
 # How long a finished job may wait for its log stream to drain before it is reported finished.
 LOG_DRAIN_SECONDS = 30.0
+# What the executor reads of a managed-job record. `queue_v2` fills in only the fields it is
+# asked for, and its default set leaves out `failure_reason`.
+QUEUE_FIELDS = ("job_id", "job_name", "status", "failure_reason", "recovery_count")
+# SkyPilot prefixes a failure with its exception's class: "[sky.exceptions.X] Catalog ...".
+_EXCEPTION_TAG = re.compile(r"^\[[\w.]+\]\s*")
 
 # SkyPilot's live states as ours (its PENDING and STARTING are both "not training yet").
 _LIVE_STATUS = {
@@ -55,10 +61,23 @@ _FAILURES = {
 }
 
 
+def plain_words(text: str, limit: int = 400) -> str:
+    """SkyPilot's own words as one plain line: no colour codes, no hints, no class tags.
+
+    Its failure reasons are written for a terminal: ANSI colours, several lines, and
+    `Hint:` paragraphs that name `sky` commands a control plane's user cannot run."""
+    kept = []
+    for line in strip_ansi(text).splitlines():
+        if line.strip().startswith("Hint:"):
+            break
+        kept.append(line)
+    return _EXCEPTION_TAG.sub("", " ".join(" ".join(kept).split()))[:limit]
+
+
 def describe_sky_error(exc: BaseException) -> str:
     """One plain line for a SkyPilot SDK failure, naming the usual causes."""
     kind = type(exc).__name__
-    text = " ".join(str(exc).split())[:400] or kind
+    text = plain_words(str(exc)) or kind
     if kind == "NoCloudAccessError":
         return f"no cloud is enabled in SkyPilot (run `sky check`): {text}"
     if kind in ("ApiServerConnectionError", "ConnectionError", "ConnectError") or (
@@ -137,7 +156,7 @@ class SkyPilotExecutor:
         if not job_ids or not due:
             return
         try:
-            found = self.sdk.queue(job_ids)
+            found = self.sdk.queue(job_ids, QUEUE_FIELDS)
         except Exception as exc:  # noqa: BLE001 - a running job stays as it was; retried later
             logger.warning("cannot read the managed-jobs queue: %s", describe_sky_error(exc))
             found = None
@@ -176,7 +195,8 @@ class SkyPilotExecutor:
                 finished=True, returncode=None, failure_reason=reason, state=updates or None
             )
         code, words = _FAILURES.get(status, ("unknown", f"SkyPilot reports {status}"))
-        detail = f"; SkyPilot says: {found.failure_reason}" if found.failure_reason else ""
+        said = plain_words(found.failure_reason or "")
+        detail = f"; SkyPilot says: {said}" if said else ""
         return Observation(
             finished=True,
             returncode=1,

@@ -30,6 +30,7 @@ from ainfinity.exceptions import (
 )
 from ainfinity.executors.protocol import Executor
 from ainfinity.executors.sky_catalog import estimate_cost, validate_task
+from ainfinity.executors.sky_wheel import ServerWheelUnavailable, server_wheel
 from ainfinity.jobs.dataset_stats import initial_stats
 from ainfinity.jobs.event_feed import EventFeed, FeedMessage
 from ainfinity.jobs.inputs import check_method_fits, lora_target_modules, resolve_dataset
@@ -160,7 +161,12 @@ class SkyPilotService:
         measure_tokens = self.settings.token_stats and request.method != "dpo"
         paths = self.store.paths(name)
         rendered = render_job(
-            self.template, spec, paths, trained_from, pip_spec=self.settings.skypilot_pip_spec
+            self.template,
+            spec,
+            paths,
+            trained_from,
+            pip_spec=self.settings.skypilot_pip_spec,
+            wheel=self._node_wheel() if executor_name == "skypilot" else None,
         )
         lora_targets = lora_target_modules(spec, trained_from)
         if lora_targets is not None and trained_from.adapter is None:
@@ -215,6 +221,15 @@ class SkyPilotService:
         if measure_tokens:
             self.on_created(name)
         return record
+
+    def _node_wheel(self) -> Path | None:
+        """This server's ainfinity as a wheel for SkyPilot nodes, unless a pip spec is set."""
+        if self.settings.skypilot_pip_spec is not None:
+            return None
+        try:
+            return server_wheel(self.settings.home)
+        except ServerWheelUnavailable as exc:
+            raise InvalidSpec(str(exc)) from None
 
     def create_job_once(
         self, request: JobCreate, *, caller: ApiKey, idempotency_key: str | None

@@ -22,11 +22,15 @@ from ainfinity.store.job_files import JobPaths
 
 TEMPLATE_NAME = "deepspeed.yaml"
 
-# Where a SkyPilot node finds the job's datasets (copied there before `setup:` runs).
-NODE_DATA_DIR = "/ainfinity/data"
-# Where a model or adapter directory of this server is uploaded to.
-NODE_MODEL_DIR = "/ainfinity/model"
-NODE_ADAPTER_DIR = "/ainfinity/adapter"
+# Where a SkyPilot node finds the job's datasets and ainfinity's wheel (copied there before
+# `setup:` runs). Relative: SkyPilot puts a relative file-mount destination under the
+# workdir (~/sky_workdir), where `setup:` and `run:` start. An absolute one (/ainfinity/...)
+# needs `sudo mkdir` on the node, which a Slurm cluster's users do not have: SkyPilot then
+# retries the launch forever.
+NODE_INPUTS_DIR = "ainfinity-inputs"
+# Where a model or adapter directory of this server is uploaded to (under the inputs).
+NODE_MODEL_DIR = f"{NODE_INPUTS_DIR}/model"
+NODE_ADAPTER_DIR = f"{NODE_INPUTS_DIR}/adapter"
 # Where an `output_uri` bucket is mounted on every node; the output dir is a folder inside it.
 NODE_BUCKETS_DIR = "/ainfinity/buckets"
 # Without a bucket the output stays on the head node's disk: relative to the workdir `run:`
@@ -126,13 +130,15 @@ def render_job(
     trained_from: TrainingModel,
     *,
     pip_spec: str | None,
+    wheel: Path | None = None,
 ) -> RenderedJob:
     """The task and job config of one job, for either executor.
 
     Local: the task as `render_task` makes it, the job's files on this server. SkyPilot:
-    datasets travel through `file_mounts`, the output goes to the `output_uri` bucket (or
-    the node's disk), a model or adapter directory of this server is uploaded, `job_recovery`
-    carries `max_restarts_on_errors`, and `pip_spec` (when given) is what a node installs.
+    datasets travel through `file_mounts`, the output goes to the `output_uri` bucket or
+    shared directory (or the node's disk), a model or adapter directory of this server is
+    uploaded, `job_recovery` carries `max_restarts_on_errors`. A node installs `pip_spec`
+    when given, else `wheel` (this server's own ainfinity, uploaded with the datasets).
     Raises InvalidSpec/InvalidDataset for what cannot be mounted as written.
     """
     task = render_task(template, spec, workdir=paths.workdir)
@@ -140,13 +146,18 @@ def render_job(
         output_dir = str(paths.output)
         return RenderedJob(task, job_config(spec, trained_from, output_dir=output_dir), output_dir)
 
+    file_mounts: dict[str, Any] = dict(task.get("file_mounts") or {})
     if pip_spec is not None:
         task["envs"]["AINFINITY_PIP_SPEC"] = pip_spec
+    elif wheel is not None:
+        node_wheel = f"{NODE_INPUTS_DIR}/{wheel.name}"
+        file_mounts[node_wheel] = str(wheel)
+        # A path, so pip installs this file (and its dependencies from the node's index).
+        task["envs"]["AINFINITY_PIP_SPEC"] = f"./{node_wheel}"
     task["resources"]["job_recovery"] = {
         "strategy": RECOVERY_STRATEGY,
         "max_restarts_on_errors": spec.resources.max_restarts_on_errors,
     }
-    file_mounts: dict[str, Any] = dict(task.get("file_mounts") or {})
     dataset = _mount_dataset(file_mounts, spec.dataset, node_name="train")
     validation = (
         _mount_dataset(file_mounts, spec.validation_dataset, node_name="validation")
@@ -155,7 +166,10 @@ def render_job(
     )
     if spec.output_uri is not None:
         node_output = _mount_output(file_mounts, spec.output_uri)
-        shown_output = spec.output_uri.rstrip("/")
+        # A shared directory is shown as the path it is on the cluster (and, when this
+        # server mounts the same filesystem, GET /checkpoints reads it).
+        shared = spec.output_uri.startswith("file://")
+        shown_output = node_output if shared else spec.output_uri.rstrip("/")
     else:
         node_output, shown_output = NODE_LOCAL_OUTPUT, NODE_LOCAL_OUTPUT_SHOWN
     config = {
@@ -166,10 +180,11 @@ def render_job(
     # Directories on this server (a model dir, a fine-tuned model) travel to the node too.
     if trained_from.load.startswith("/"):
         file_mounts[NODE_MODEL_DIR] = trained_from.load
-        config["model"] = NODE_MODEL_DIR
+        # "./": a path to transformers, never a hub id.
+        config["model"] = f"./{NODE_MODEL_DIR}"
     if trained_from.adapter is not None:
         file_mounts[NODE_ADAPTER_DIR] = trained_from.adapter
-        config["adapter"] = NODE_ADAPTER_DIR
+        config["adapter"] = f"./{NODE_ADAPTER_DIR}"
     return RenderedJob(_with_file_mounts(task, file_mounts), config, shown_output)
 
 
@@ -187,7 +202,7 @@ def _mount_dataset(file_mounts: dict[str, Any], source: str, *, node_name: str) 
     suffix = posixpath.splitext(source.rstrip("/"))[1].lower()
     if suffix not in DATASET_SUFFIXES:
         raise InvalidDataset(f"{what} {source!r} must name one JSONL file (.jsonl).")
-    node_path = f"{NODE_DATA_DIR}/{node_name}{suffix}"
+    node_path = f"{NODE_INPUTS_DIR}/{node_name}{suffix}"
     file_mounts[node_path] = source
     return node_path
 
@@ -197,8 +212,15 @@ def _mount_output(file_mounts: dict[str, Any], output_uri: str) -> str:
 
     SkyPilot mounts whole buckets only (a MOUNT source with a path inside the bucket is
     refused when the job launches), so the bucket is mounted and the path is a folder in it.
+    A `file:///dir` needs no mount: it names a directory of a filesystem every node shares
+    (a Slurm cluster's), written in place, which outlives the job's cluster.
     """
     scheme, _, rest = output_uri.rstrip("/").partition("://")
+    if scheme == "file":
+        parts = rest.split("/")
+        if parts[0] != "" or any(part in ("", ".", "..") for part in parts[1:]):
+            raise InvalidSpec(f"output_uri {output_uri!r} is not a plain absolute path.")
+        return rest
     parts = rest.split("/")
     # cos://<region>/<bucket>/...: the bucket is the second part.
     root_parts = 2 if scheme == "cos" else 1

@@ -24,6 +24,9 @@ _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 # copies them onto every node (`aws s3 cp <source> <dst>`), so the path inside the bucket
 # is limited to characters no shell gives a meaning to (no `;|&$()<>{}*?'"` or spaces).
 BUCKET_URI_PATTERN = r"^(s3|gs|r2|cos|oci)://[a-z0-9][a-z0-9._-]*(/[A-Za-z0-9._/=+,@:%-]*)?$"
+# An output directory on a filesystem every node of the cluster shares (a Slurm cluster's
+# home or scratch), as an absolute `file:///` URI; same characters as a bucket path.
+SHARED_DIR_URI_PATTERN = r"^file:///[A-Za-z0-9._=+,@%-][A-Za-z0-9._/=+,@%-]*$"
 
 
 class JobStatus(str, Enum):
@@ -209,9 +212,10 @@ class JobCreate(StrictModel):
     output_uri: str | None = Field(
         None,
         max_length=4096,
-        pattern=BUCKET_URI_PATTERN,
+        pattern=f"{BUCKET_URI_PATTERN}|{SHARED_DIR_URI_PATTERN}",
         description="SkyPilot executor: a bucket mounted as the output directory, so "
-        "checkpoints survive preemption and a recovered run resumes from them.",
+        "checkpoints survive preemption and a recovered run resumes from them; or "
+        "`file:///dir`, a directory on a filesystem all the cluster's nodes share (Slurm).",
         examples=["s3://my-bucket/runs/llama-sft-1"],
     )
     method: Literal["full", "lora", "dpo"] = Field(
