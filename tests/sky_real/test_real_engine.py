@@ -297,9 +297,13 @@ def test_a_job_trains_through_the_real_engine_to_success(
     assert record["status"] == "SUCCEEDED"
     assert timeline["RUNNING"] >= record["start_at"] and timeline["SUCCEEDED"] >= record["end_at"]
     with control_plane.client() as api:
-        log = api.get("/api/v1/jobs/sky-ok/logs").text
+        log = api.get("/api/v1/jobs/sky-ok/logs", params={"raw": True}).text
+        shown = api.get("/api/v1/jobs/sky-ok/logs").text
         metrics = api.get("/api/v1/jobs/sky-ok/metrics").json()["data"]
     assert "ainfinity-done" in log and "\x1b" not in log
+    # What people read by default: the trainer's progress lines, not its protocol lines.
+    assert "step 300/300" in shown
+    assert "ainfinity-metric {" not in shown and "ainfinity-done {" not in shown
     assert [m["step"] for m in metrics] == list(range(10, 301, 10))  # one per logging step
     assert job["progress"]["step"] == 300 and job["progress"]["percent"] == 100.0
     output = Path(job["output_dir"])
@@ -344,7 +348,7 @@ def test_the_trainers_error_code_wins_over_skypilots_failed(
         "failure_reason"
     ]
     with control_plane.client() as api:
-        log = api.get("/api/v1/jobs/sky-trainfail/logs").text
+        log = api.get("/api/v1/jobs/sky-trainfail/logs", params={"raw": True}).text
     assert "(sky-trainfail, pid=" in log and 'ainfinity-error {"code":"model_load_error"' in log
     # SkyPilot itself only knows that the program failed.
     record = skypilot_record(world, int(stored_state(control_plane, "sky-trainfail")["job_id"]))
