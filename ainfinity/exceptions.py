@@ -105,6 +105,12 @@ class DeploymentUpdating(AinfinityError):
     msg = "A rolling update of this deployment is under way; wait for it to end."
 
 
+class DeploymentNotReady(AinfinityError):
+    status_code = 409
+    code = "deployment_not_ready"
+    msg = "The deployment is still starting; update it once it is READY."
+
+
 class DeploymentLimit(AinfinityError):
     status_code = 409
     code = "deployment_limit"

@@ -10,6 +10,7 @@ the copy handed to SkyPilot (`with_token`) carries it.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any, Literal
 
@@ -79,6 +80,8 @@ def render_service(
         AINFINITY_SERVED_NAME=model.served_name,
         AINFINITY_LORA_PATH=model.adapter or "",
         AINFINITY_MODEL_SOURCE=source.to_json(),
+        # The client's labels, as data: no script reads them, `sky serve status` shows them.
+        AINFINITY_METADATA=json.dumps(spec.metadata, sort_keys=True, ensure_ascii=False),
     )
     if "ports" in resources:
         envs["AINFINITY_PORT"] = str(resources["ports"])

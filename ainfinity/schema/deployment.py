@@ -18,7 +18,6 @@ from ainfinity.schema.job import (
     MetadataValue,
 )
 
-
 ModelId = Annotated[
     str,
     Field(
