@@ -238,10 +238,13 @@ class DeploymentTracker:
 
 def _newest_ready(found: Mapping[str, Any]) -> bool:
     replicas = found.get("replica_info") or []
-    versions = [int(r.get("version") or 0) for r in replicas]
+    # SkyServe's active versions end with the update's; older SkyPilot: the replicas'.
+    versions = list(found.get("active_versions") or []) or [
+        int(r.get("version") or 0) for r in replicas
+    ]
     if not versions:
         return False
-    newest = max(versions)
+    newest = max(int(v) for v in versions)
     return any(
         int(r.get("version") or 0) == newest and name_of(r.get("status")) == "READY"
         for r in replicas

@@ -89,4 +89,4 @@ def wait_until(check: Callable[[], Any], *, timeout: float = 15.0) -> Any:
 
 def statuses(client: TestClient, name: str) -> list[str]:
     events = client.get(f"/api/v1/deployments/{name}/events").json()["data"]
-    return [e["status"] for e in events if e["type"] == "status_changed"]
+    return [e["status"] for e in events if e["type"] in ("created", "status_changed")]
