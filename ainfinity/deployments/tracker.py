@@ -65,6 +65,7 @@ class DeploymentTracker:
         self.on_change: Callable[[], None] = lambda: None
         self.requests = SkyRequests(store, lambda: self.on_change())
         self._mutex = threading.Lock()
+        self._status_error: str | None = None
 
     def run_pass(self, local_states: Mapping[str, dict[str, Any] | None]) -> None:
         """One pass; `local_states` is this process's view of the local workers."""
@@ -85,12 +86,15 @@ class DeploymentTracker:
                 found = {str(s["name"]): s for s in self.sdk.status(names)}
             except Exception as exc:  # noqa: BLE001 - SkyServe unreachable: noted, retried
                 status_error = describe_sky_error(exc)
-                logger.warning("sky serve status failed: %s", status_error)
+        if status_error != self._status_error and status_error is not None:
+            logger.warning("sky serve status failed: %s", status_error)
+        self._status_error = status_error
         now = utcnow()
+        known = status_error is None
         for record in sky:
-            if status_error is not None and record.name in names:
-                continue  # nothing known this pass; the request outcomes are read next time
-            self._change(record.name, lambda r: self._observe_sky(r, found.get(r.name), now))
+            self._change(
+                record.name, lambda r: self._observe_sky(r, found.get(r.name), now, known=known)
+            )
         for record in live:
             if record.executor == "local":
                 self._change(
@@ -152,20 +156,28 @@ class DeploymentTracker:
     # -- observing ---------------------------------------------------------------------------
 
     def _observe_sky(
-        self, record: DeploymentRecord, found: Mapping[str, Any] | None, now: datetime
+        self,
+        record: DeploymentRecord,
+        found: Mapping[str, Any] | None,
+        now: datetime,
+        *,
+        known: bool,
     ) -> Events:
+        """`known`: SkyServe's status was read this pass (`found` None: no such service)."""
         if record.status.is_final:
             return None
         events: list[DeploymentEvent] = []
         if found is not None:
             events += apply_service(record, found, now)
         if record.status == S.STOPPING:
-            return events + self._observe_down(record, found)
+            return events + self._observe_down(record, found, known=known)
         up = self.requests.state(record, "up", self.sdk.wait_up)
         if isinstance(up, Outcome) and up.error is not None:
             return events + _fail(record, f"sky serve up failed: {up.error}")
         if isinstance(up, Outcome) and up.value and record.endpoint is None:
             record.endpoint = str(up.value)
+        if not known:
+            return events or None
         if isinstance(up, Lost) and found is None and record.status == S.PROVISIONING:
             # Submitted before a restart, its id never stored: SkyServe has no such service,
             # so the call never reached it. Submit it again on the next pass.
@@ -222,16 +234,16 @@ class DeploymentTracker:
         settle_next_task(self.store.paths(record.name), keep=keep)
 
     def _observe_down(
-        self, record: DeploymentRecord, found: Mapping[str, Any] | None
+        self, record: DeploymentRecord, found: Mapping[str, Any] | None, *, known: bool
     ) -> list[DeploymentEvent]:
         if not record.executor_state.get("up_submitted"):
             return [move(record, S.STOPPED, "stopped before SkyServe was asked for anything")]
         down = self.requests.state(record, "down", self.sdk.wait)
         if isinstance(down, Outcome):
-            if down.error is not None and found is not None:
+            if down.error is not None and (found is not None or not known):
                 return _fail(record, f"sky serve down failed: {down.error}")
             return [move(record, S.STOPPED, "SkyServe tore the service down")]
-        if isinstance(down, Lost) and found is None:
+        if isinstance(down, Lost) and known and found is None:
             return [move(record, S.STOPPED, "SkyServe has no such service any more")]
         return []
 
