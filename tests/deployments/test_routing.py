@@ -21,7 +21,13 @@ from ainfinity.serving.base_models import TINY_MODEL, TINY_MODEL_SERVED_SEED
 from ainfinity.serving.model_source import ModelSource
 from tests.builders import API_KEY
 from tests.conftest import MakeSettings
-from tests.deployments.conftest import MODEL, deployment_body, wait_status, wait_until
+from tests.deployments.conftest import (
+    MODEL,
+    OTHER_MODEL,
+    deployment_body,
+    wait_status,
+    wait_until,
+)
 from tests.sky_serve_fake import RecordingSkyServe
 
 
@@ -119,6 +125,21 @@ def test_chat_travels_the_route_with_the_deployments_token(
         assert wrong.status_code == 401
         assert wrong.json()["error"]["code"] == "invalid_api_key"
         assert httpx.post(f"{base}/v1/chat/completions", json=body).status_code == 401
+
+        # A deployment whose replicas refuse its token (here: another deployment's replica)
+        # is the server's fault: 503, never the replica's 401 passed on to a good key.
+        other = deployment_body(name="bot2", model=OTHER_MODEL)
+        assert client.post("/api/v1/deployments", json=other).status_code == 202
+        wait_until(lambda: "bot2" in serve_fake.services)
+        serve_fake.set_replica("bot2", 1, "READY", launched_at=1_700_000_000)
+        serve_fake.set_service("bot2", "READY")
+        wait_status(client, "bot2", "READY")
+        refused = client.post(
+            "/v1/chat/completions",
+            json={"model": OTHER_MODEL, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "deployment_unavailable"
     finally:
         replica.terminate()
         replica.wait(timeout=30)
