@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
+from ainfinity.deployments.store import DeploymentStore
 from tests.builders import API_KEY, OTHER_KEY
 from tests.deployments.conftest import (
     MODEL,
@@ -185,6 +186,9 @@ class TestRestart:
             first.post("/api/v1/deployments", json=deployment_body())
             wait_until(lambda: serve_fake.count("wait_up") == 1)
             assert wait_status(first, "bot", "PROVISIONING")
+            # The request id was stored before anything waited on it.
+            stored = DeploymentStore(deploy_settings.home).get("bot").executor_state
+            assert stored["up_request_id"] == "serve-up-1" and stored["up_submitted"]
         with TestClient(
             create_app(deploy_settings, skyserve_sdk=serve_fake), headers={"X-API-Key": API_KEY}
         ) as second:
