@@ -85,13 +85,18 @@ def estimate_cost(
     from sky import catalog
 
     def offered(quantity: int | None) -> list[Any]:
+        # One cloud at a time: under pandas 3 a cloud whose filters leave no row raises
+        # (below), and that must not hide the other clouds' offers.
+        return [info for cloud in searched for info in offered_by(cloud, quantity)]
+
+    def offered_by(cloud: str, quantity: int | None) -> list[Any]:
         try:
             found = catalog.list_accelerators(
                 gpus_only=False,
                 name_filter=_exactly(name),
                 region_filter=_exactly(requested.region) if requested.region else None,
                 quantity_filter=quantity,
-                clouds=searched,
+                clouds=[cloud],
                 case_sensitive=False,
                 all_regions=True,
             )
