@@ -110,31 +110,31 @@ class DeploymentTracker:
     # -- submitting SkyServe requests --------------------------------------------------------
 
     def _submit(self, record: DeploymentRecord) -> None:
-        state = record.executor_state
+        """Submit the request the record calls for, once: claimed under its lock first (a
+        request answered meanwhile, a DELETE say, is never overridden)."""
         name = record.name
-        if record.status == S.STOPPING:
-            if state.get("up_submitted") and not state.get("down_submitted"):
-                self._mark(name, "down_submitted")
-                self.requests.submit(name, "down", lambda: self.sdk.down(name), self.sdk.wait)
-            return
-        if record.status == S.PENDING and not state.get("up_submitted"):
-            self._mark(name, "up_submitted", to=S.PROVISIONING)
+
+        def wants_down(r: DeploymentRecord) -> bool:
+            state = r.executor_state
+            return r.status == S.STOPPING and bool(state.get("up_submitted"))
+
+        def wants_up(r: DeploymentRecord) -> bool:
+            return r.status == S.PENDING
+
+        def wants_update(r: DeploymentRecord) -> bool:
+            return r.updating_to is not None and r.status == S.UPDATING
+
+        if self._claim(name, "down_submitted", wants_down):
+            self.requests.submit(name, "down", lambda: self.sdk.down(name), self.sdk.wait)
+        elif self._claim(name, "up_submitted", wants_up, to=S.PROVISIONING):
             task = self._task(name, next_task=False)
             self.requests.submit(
-                name,
-                "up",
-                lambda: self.sdk.up(task, service_name=name),
-                self.sdk.wait_up,
+                name, "up", lambda: self.sdk.up(task, service_name=name), self.sdk.wait_up
             )
-            return
-        if record.updating_to is not None and not state.get("update_submitted"):
-            self._mark(name, "update_submitted")
+        elif self._claim(name, "update_submitted", wants_update):
             task = self._task(name, next_task=True)
             self.requests.submit(
-                name,
-                "update",
-                lambda: self.sdk.update(task, service_name=name),
-                self.sdk.wait,
+                name, "update", lambda: self.sdk.update(task, service_name=name), self.sdk.wait
             )
 
     def _task(self, name: str, *, next_task: bool) -> dict[str, Any]:
@@ -142,16 +142,33 @@ class DeploymentTracker:
         task = yaml.safe_load((paths.next_task if next_task else paths.task).read_bytes())
         return with_token(task, self.store.token(name))
 
-    def _mark(self, name: str, key: str, *, to: DeploymentStatus | None = None) -> None:
-        """Note on the record, before the call, that a request is being submitted."""
+    def _claim(
+        self,
+        name: str,
+        key: str,
+        wanted: Callable[[DeploymentRecord], bool],
+        *,
+        to: DeploymentStatus | None = None,
+    ) -> bool:
+        """Mark on the record, before the call, that a request is being submitted; False
+        when the record does not call for it (any more) or it was marked already."""
+        claimed = False
 
-        def change(record: DeploymentRecord) -> list[DeploymentEvent]:
+        def change(record: DeploymentRecord) -> list[DeploymentEvent] | None:
+            nonlocal claimed
+            if record.executor_state.get(key) or not wanted(record):
+                return None
+            claimed = True
             record.executor_state[key] = utcnow().isoformat()
             if to is not None and record.status != to:
                 return [move(record, to, f"sky serve {key.split('_')[0]} submitted")]
             return []
 
-        self.store.update(name, change)
+        try:
+            self.store.update(name, change)
+        except DeploymentNotFound:
+            return False
+        return claimed
 
     # -- observing ---------------------------------------------------------------------------
 

@@ -174,6 +174,17 @@ class TestDown:
         again = deploy_client.delete("/api/v1/deployments/bot")
         assert again.status_code == 409 and again.json()["detail"]["code"] == "deployment_stopped"
 
+    def test_delete_while_provisioning(
+        self, deploy_client: TestClient, serve_fake: RecordingSkyServe
+    ) -> None:
+        serve_fake.up_gate.clear()
+        deploy_client.post("/api/v1/deployments", json=deployment_body())
+        wait_until(lambda: serve_fake.count("wait_up") == 1)
+        assert deploy_client.delete("/api/v1/deployments/bot").status_code == 202
+        assert wait_status(deploy_client, "bot", "STOPPED")["failure_reason"] is None
+        assert serve_fake.count("down") == 1 and serve_fake.count("up") == 1
+        serve_fake.up_gate.set()
+
 
 class TestRestart:
     def test_restart_during_provisioning_launches_once(
