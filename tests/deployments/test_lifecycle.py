@@ -261,3 +261,17 @@ def test_another_users_deployment_does_not_exist_for_them(
         assert other.get("/api/v1/deployments/bot").status_code == 404
         assert other.get("/api/v1/deployments").json()["data"] == []
         assert other.delete("/api/v1/deployments/bot").status_code == 404
+
+
+def test_status_is_read_in_one_call_for_every_deployment(
+    deploy_client: TestClient, serve_fake: RecordingSkyServe
+) -> None:
+    for name in ("one", "two", "three"):
+        deploy_client.post("/api/v1/deployments", json=deployment_body(name=name))
+    wait_until(lambda: len(serve_fake.services) == 3)
+    wait_until(
+        lambda: any(
+            call[0] == "status" and set(call[1]) == {"one", "two", "three"}
+            for call in serve_fake.calls
+        )
+    )
