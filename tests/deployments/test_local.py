@@ -4,6 +4,7 @@ the on-demand worker, answering `/v1` for its model."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -68,3 +69,40 @@ def test_pinned_worker_serves_the_model_then_stops(local_client: TestClient) -> 
 def test_local_deployment_refuses_replicas(local_client: TestClient) -> None:
     response = local_client.post("/api/v1/deployments", json=local_body(replicas=2))
     assert response.status_code == 422 and response.json()["detail"]["code"] == "invalid_spec"
+
+
+@pytest.fixture
+def saved_tiny_model(tmp_path: Path) -> Path:
+    """The tiny model saved as a model directory (another model a worker can load)."""
+    from ainfinity.train.tiny_model import build_tiny_random_llama
+
+    model, tokenizer = build_tiny_random_llama(7)
+    target = tmp_path / "models" / "tiny-dir"
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target.parent
+
+
+def test_rolling_update_of_a_local_deployment(
+    make_settings: MakeSettings, saved_tiny_model: Path
+) -> None:
+    settings = make_settings(deploy_poll_seconds=0.1, model_dirs=[saved_tiny_model])
+    with TestClient(create_app(settings), headers={"X-API-Key": API_KEY}) as client:
+        assert client.post("/api/v1/deployments", json=local_body()).status_code == 202
+        wait_status(client, "pinned", "READY", timeout=180)
+        patched = client.patch("/api/v1/deployments/pinned", json={"model": "tiny-dir"})
+        assert patched.status_code == 202 and patched.json()["status"] == "UPDATING"
+        done = wait_status(client, "pinned", "READY", timeout=180)
+        assert done["model"] == "tiny-dir" and done["updating_to"] is None
+        answer = client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "tiny-dir",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 2,
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        assert client.get("/api/v1/serving").json()["workers"][0]["status"] == "stopped"
+        client.delete("/api/v1/deployments/pinned")
+        wait_status(client, "pinned", "STOPPED", timeout=60)
