@@ -245,6 +245,9 @@ class TestReads:
         balancer = deploy_client.get("/api/v1/deployments/bot/logs?target=load_balancer").text
         assert "SkyServe's log cannot be read" in balancer
         assert deploy_client.get("/api/v1/deployments/bot/logs?target=replica").status_code == 422
+        followed = deploy_client.get("/api/v1/deployments/bot/logs?follow=true")
+        assert followed.text == "controller says hi\n"
+        assert ("tail_logs", "bot", "controller", None, True) in serve_fake.calls
 
 
 def test_another_users_deployment_does_not_exist_for_them(
