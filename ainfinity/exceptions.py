@@ -81,6 +81,48 @@ class ModelNotFound(AinfinityError):
     msg = "No model with that id."
 
 
+class DeploymentNotFound(AinfinityError):
+    status_code = 404
+    code = "deployment_not_found"
+    msg = "No deployment with that name."
+
+
+class DeploymentExists(AinfinityError):
+    status_code = 409
+    code = "deployment_exists"
+    msg = "A deployment with that name already exists."
+
+
+class DeploymentStopped(AinfinityError):
+    status_code = 409
+    code = "deployment_stopped"
+    msg = "The deployment is stopped (or stopping, or failed)."
+
+
+class DeploymentUpdating(AinfinityError):
+    status_code = 409
+    code = "deployment_updating"
+    msg = "A rolling update of this deployment is under way; wait for it to end."
+
+
+class DeploymentNotReady(AinfinityError):
+    status_code = 409
+    code = "deployment_not_ready"
+    msg = "The deployment is still starting; update it once it is READY."
+
+
+class DeploymentLimit(AinfinityError):
+    status_code = 409
+    code = "deployment_limit"
+    msg = "This server runs no more local deployments (AINFINITY_LOCAL_MAX_DEPLOYMENTS)."
+
+
+class NoServiceTask(AinfinityError):
+    status_code = 409
+    code = "no_service_task"
+    msg = "A local deployment runs on this server; it has no SkyServe task."
+
+
 class JobExists(AinfinityError):
     status_code = 409
     code = "job_exists"
@@ -211,6 +253,12 @@ class WorkerUnavailable(AinfinityError):
     status_code = 503
     code = "worker_unavailable"
     msg = "The inference worker is not available right now; retry shortly."
+
+
+class DeploymentUnavailable(AinfinityError):
+    status_code = 503
+    code = "deployment_unavailable"
+    msg = "The deployment's endpoint cannot be reached right now; retry shortly."
 
 
 class CatalogUnavailable(AinfinityError):

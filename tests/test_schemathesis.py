@@ -34,9 +34,10 @@ from schemathesis.specs.openapi.checks import (
 
 from ainfinity.api.main import create_app
 from ainfinity.core.config import Settings
-from tests.builders import API_KEY, SAMPLE_SFT, job_body, wait_for
+from tests.builders import API_KEY, SAMPLE_SFT, job_body, wait_for, wait_until
 from tests.conftest import MakeSettings
 from tests.sky_fake import RecordingSkyPilot
+from tests.sky_serve_fake import RecordingSkyServe
 
 CHECKS = [
     not_a_server_error,
@@ -79,6 +80,11 @@ NEED_A_TRAINER = frozenset(
         "POST /v1/fine_tuning/jobs/{fine_tuning_job_id}/resume",
     }
 )
+# Deployments in every fuzzed app (on the recording SkyServe): one READY (so a rolling update
+# can start), one PENDING; new ones are aimed at a model directory SkyServe can serve.
+READY_DEPLOYMENT, PENDING_DEPLOYMENT = "dep-ready", "dep-pending"
+DEPLOYMENTS = (READY_DEPLOYMENT, PENDING_DEPLOYMENT)
+DEPLOYABLE_MODEL = "house-llama"
 # Ids the fuzzed app of the running test made (uploaded files, an OpenAI job), by parameter.
 seeded: dict[str, tuple[str, ...]] = {}
 
@@ -138,11 +144,16 @@ def fuzzed_app(make_settings: MakeSettings, trained_job: Path) -> Iterator[FastA
     like any job on disk). The recording SDK: a generated skypilot job is checked by
     SkyPilot's own offline validation and never reaches a SkyPilot server.
     """
-    settings = make_settings(local_max_jobs=0)
+    settings = make_settings(local_max_jobs=0, local_max_deployments=0, deploy_poll_seconds=0.1)
     shutil.copytree(trained_job, settings.home / "jobs" / TRAINED)
-    app = create_app(settings, skypilot_sdk=RecordingSkyPilot())
+    model_dir = settings.model_dirs[0] / DEPLOYABLE_MODEL
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_text('{"model_type": "llama"}')
+    serve = RecordingSkyServe()
+    app = create_app(settings, skypilot_sdk=RecordingSkyPilot(), skyserve_sdk=serve)
     with TestClient(app, headers={"X-API-Key": API_KEY}) as client:
         assert client.get("/openapi.json").json() == schema.raw_schema
+        _seed_deployments(client, serve)
         for name in SEEDS:
             created = client.post("/api/v1/jobs", json=job_body(name=name))
             assert created.status_code == 202, created.text
@@ -167,6 +178,20 @@ def fuzzed_app(make_settings: MakeSettings, trained_job: Path) -> Iterator[FastA
     asgi.shutdown_lifespans()
 
 
+def _seed_deployments(client: TestClient, serve: RecordingSkyServe) -> None:
+    body = {"model": DEPLOYABLE_MODEL, "executor": "skypilot"}
+    for name in DEPLOYMENTS:
+        created = client.post("/api/v1/deployments", json={**body, "name": name})
+        assert created.status_code == 202, created.text
+        wait_until(lambda name=name: name in serve.services)
+    serve.set_replica(READY_DEPLOYMENT, 1, "READY", launched_at=1_700_000_000)
+    serve.set_service(READY_DEPLOYMENT, "READY")
+    wait_until(
+        lambda: client.get(f"/api/v1/deployments/{READY_DEPLOYMENT}").json()["status"] == "READY"
+    )
+    serve.logs[(READY_DEPLOYMENT, "controller", None)] = "controller log\n"
+
+
 def _pick(case: schemathesis.Case, choices: tuple[Any, ...]) -> Any | None:
     """For about half the positive cases, one of `choices`, chosen from the case itself.
 
@@ -183,6 +208,8 @@ def _pick(case: schemathesis.Case, choices: tuple[Any, ...]) -> Any | None:
 def _aim_at_real_data(case: schemathesis.Case) -> None:
     if case.path_parameters and "name" in case.path_parameters:
         names = (FINISHED_SEED,) if case.operation.path in STREAMING else SEEDS
+        if case.operation.path.startswith("/api/v1/deployments"):
+            names = DEPLOYMENTS
         name = _pick(case, names)
         if name is not None:
             case.path_parameters["name"] = name
@@ -201,6 +228,12 @@ def _aim_at_real_data(case: schemathesis.Case) -> None:
     if case.operation.path.startswith("/api/v1/jobs") and isinstance(case.body, dict):
         if _pick(case, (True,)):
             case.body.update(dataset=str(SAMPLE_SFT), model="tiny-random-llama")
+    if case.operation.path == "/api/v1/deployments" and isinstance(case.body, dict):
+        if _pick(case, (True,)):
+            case.body.update(model=DEPLOYABLE_MODEL, executor="skypilot", resources={})
+    if case.operation.path == "/api/v1/deployments/{name}" and isinstance(case.body, dict):
+        if _pick(case, (True,)):
+            case.body.update(model=DEPLOYABLE_MODEL)
     if case.operation.path.startswith("/v1/") and isinstance(case.body, dict):
         model = _pick(case, MODELS)
         if model is not None:

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 
 from ainfinity.core.config import ApiKey, Settings
+from ainfinity.deployments.service import DeploymentService
 from ainfinity.files.service import FileService
 from ainfinity.finetuning.service import FineTuningService
 from ainfinity.jobs.service import SkyPilotService
@@ -44,6 +45,11 @@ async def get_fine_tuning(request: Request) -> FineTuningService:
     return fine_tuning
 
 
+async def get_deployments(request: Request) -> DeploymentService:
+    deployments: DeploymentService = request.app.state.deployments
+    return deployments
+
+
 async def get_metrics(request: Request) -> ApiMetrics:
     metrics: ApiMetrics = request.app.state.metrics
     return metrics
@@ -55,5 +61,6 @@ ServiceDep = Annotated[SkyPilotService, Depends(get_service)]
 ServingDep = Annotated[ServingService, Depends(get_serving)]
 FilesDep = Annotated[FileService, Depends(get_files)]
 FineTuningDep = Annotated[FineTuningService, Depends(get_fine_tuning)]
+DeploymentsDep = Annotated[DeploymentService, Depends(get_deployments)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 CurrentKey = Annotated[ApiKey, Security(require_api_key)]

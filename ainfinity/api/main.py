@@ -24,9 +24,16 @@ from ainfinity.api.openapi_schema import install_openapi
 from ainfinity.api.v1 import api_router
 from ainfinity.core.config import ApiKey, Settings, get_settings
 from ainfinity.core.logging import configure_logging
+from ainfinity.deployments.local_workers import LocalDeployments
+from ainfinity.deployments.routing import DeploymentRouter
+from ainfinity.deployments.serve_render import load_serve_template
+from ainfinity.deployments.service import DeploymentService
+from ainfinity.deployments.store import DeploymentStore
+from ainfinity.deployments.tracker import DeploymentTracker, track_forever
 from ainfinity.exceptions import register_exception_handlers
 from ainfinity.executors.local import LocalExecutor
 from ainfinity.executors.sky_sdk import SkyPilotClient, SkyPilotSdk
+from ainfinity.executors.sky_serve_sdk import SkyServeClient, SkyServeSdk
 from ainfinity.executors.skypilot import SkyPilotExecutor
 from ainfinity.files.service import FileService
 from ainfinity.finetuning.service import FineTuningService
@@ -51,11 +58,15 @@ logger = logging.getLogger("ainfinity")
 
 
 def create_app(
-    settings: Settings | None = None, *, skypilot_sdk: SkyPilotSdk | None = None
+    settings: Settings | None = None,
+    *,
+    skypilot_sdk: SkyPilotSdk | None = None,
+    skyserve_sdk: SkyServeSdk | None = None,
 ) -> FastAPI:
     """Build the whole app: middleware, routers, error handlers and background reconciler.
 
-    `skypilot_sdk` replaces the real SkyPilot client (tests pass a recording fake).
+    `skypilot_sdk` and `skyserve_sdk` replace the real SkyPilot clients (tests pass
+    recording fakes).
     """
     settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -74,8 +85,24 @@ def create_app(
     )
     supervisor = WorkerSupervisor(settings)
     gateway = Gateway(settings, supervisor)
+    deployment_store = DeploymentStore(settings.home)
+    local_deployments = LocalDeployments(settings, deployment_store)
+    router = DeploymentRouter(settings, deployment_store, local_deployments)
+    serve_sdk = skyserve_sdk or SkyServeClient(settings.skypilot_api_server)
+    deployments = DeploymentService(
+        settings=settings,
+        store=deployment_store,
+        registry=registry,
+        sdk=serve_sdk,
+        template=load_serve_template(),
+    )
+    tracker = DeploymentTracker(deployment_store, serve_sdk)
     serving = ServingService(
-        settings=settings, registry=registry, supervisor=supervisor, gateway=gateway
+        settings=settings,
+        registry=registry,
+        supervisor=supervisor,
+        gateway=gateway,
+        router=router,
     )
     token_stats = TokenStatsFiller(
         store=store, measure=lambda request: gateway.call("POST", "/token-stats", request)
@@ -86,6 +113,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.initialize()
+        deployment_store.initialize()
         if not app.state.keyring.keys:
             app.state.keyring.keys = [_server_key(settings)]
         wake = asyncio.Event()
@@ -104,6 +132,14 @@ def create_app(
                 asyncio.run_coroutine_threadsafe(serving.forget(record.fine_tuned_model), loop)
 
         service.on_change = wake_reconciler
+        deploy_wake = asyncio.Event()
+
+        def wake_tracker() -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(deploy_wake.set)
+
+        deployments.on_change = wake_tracker
+        tracker.on_change = wake_tracker
         service.on_created = token_stats.enqueue
         service.on_deleted = forget_model
         await anyio.to_thread.run_sync(service.startup)
@@ -111,6 +147,11 @@ def create_app(
             asyncio.create_task(_reconcile_forever(service, wake, settings)),
             asyncio.create_task(service.webhooks.run_forever()),
             asyncio.create_task(supervisor.run_forever()),
+            asyncio.create_task(
+                track_forever(
+                    tracker, local_deployments, deployment_store, router, deploy_wake, settings
+                )
+            ),
         ]
         if settings.token_stats:
             tasks.append(asyncio.create_task(token_stats.run_forever()))
@@ -122,6 +163,8 @@ def create_app(
             service.on_change = lambda: None
             service.on_created = lambda name: None
             service.on_deleted = lambda record: None
+            deployments.on_change = lambda: None
+            tracker.on_change = lambda: None
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -129,6 +172,8 @@ def create_app(
                     await task
             await gateway.close()
             await supervisor.stop()
+            await router.close()
+            await local_deployments.close()
             metrics.shutdown()
 
     app = FastAPI(
@@ -144,6 +189,7 @@ def create_app(
     app.state.store = store
     app.state.service = service
     app.state.serving = serving
+    app.state.deployments = deployments
     app.state.files = FileService(settings=settings, jobs=store)
     app.state.fine_tuning = FineTuningService(jobs=service, files=app.state.files)
     app.state.keyring = KeyRing(settings.parsed_api_keys())

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from ainfinity import __version__
-from ainfinity.cli import jobs, models
+from ainfinity.cli import deployments, jobs, models
 from ainfinity.cli.chat import chat
 from ainfinity.cli.context import Connection
 from ainfinity.cli.serve import serve
@@ -33,6 +33,7 @@ app = typer.Typer(
 app.command()(serve)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
+app.add_typer(deployments.app, name="deployments")
 app.command()(chat)
 
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ainfinity.client import calls
+from ainfinity.client import calls, deployment_calls
 from ainfinity.client.config import (
     DEFAULT_TIMEOUT,
     FOLLOW_TIMEOUT,
@@ -19,10 +19,18 @@ from ainfinity.client.config import (
 from ainfinity.client.errors import connection_failed, error_from_response
 from ainfinity.client.streams import ChatStream
 from ainfinity.schema.activity import Event, Metric
+from ainfinity.schema.deployment import (
+    Deployment,
+    DeploymentCreate,
+    DeploymentEvent,
+    DeploymentList,
+    DeploymentStatus,
+)
 from ainfinity.schema.estimate import CostEstimate
 from ainfinity.schema.job import Checkpoint, Job, JobCreate, JobList, JobStatus
 from ainfinity.schema.model import Model, ModelList
 from ainfinity.schema.openai import ChatCompletion
+from ainfinity.schema.usage import Usage
 
 T = TypeVar("T")
 
@@ -218,3 +226,44 @@ class Client:
         except httpx.TransportError as exc:
             raise connection_failed(self.base_url, exc) from exc
         stream.end()
+
+    # -- deployments and usage ---------------------------------------------------------------
+
+    def create_deployment(self, spec: DeploymentCreate | Mapping[str, Any]) -> Deployment:
+        """Serve a model from replicas of its own (PENDING; READY once a replica answers)."""
+        return self._send(deployment_calls.create(spec))
+
+    def list_deployments_page(
+        self,
+        status: DeploymentStatus | str | None = None,
+        limit: int = 20,
+        after: str | None = None,
+    ) -> DeploymentList:
+        return self._send(deployment_calls.list_page(status, limit, after))
+
+    def get_deployment(self, name: str) -> Deployment:
+        return self._send(deployment_calls.get(name))
+
+    def update_deployment(self, name: str, model: str) -> Deployment:
+        """A rolling update to `model` (UPDATING, then READY)."""
+        return self._send(deployment_calls.update(name, model))
+
+    def delete_deployment(self, name: str) -> Deployment:
+        """Tear it down (STOPPING, then STOPPED); the record stays."""
+        return self._send(deployment_calls.down(name))
+
+    def deployment_events(self, name: str) -> list[DeploymentEvent]:
+        return self._send(deployment_calls.events(name))
+
+    def deployment_task(self, name: str) -> str:
+        """The rendered SkyServe task, as YAML (its token left out)."""
+        return self._send(deployment_calls.task(name))
+
+    def deployment_logs(
+        self, name: str, target: str = "controller", replica: int | None = None
+    ) -> str:
+        return self._send(deployment_calls.logs(name, target=target, replica=replica))
+
+    def usage(self) -> Usage:
+        """Cost per key and UTC day of SkyPilot jobs and deployments."""
+        return self._send(deployment_calls.usage())

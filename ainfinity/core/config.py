@@ -128,6 +128,14 @@ class Settings(BaseSettings):
     # How often the managed-jobs queue is read (one batched call for all active jobs).
     skypilot_poll_seconds: float = Field(10.0, gt=0, le=600)
 
+    # Deployments (`/api/v1/deployments`): how often SkyServe's status is read (one batched
+    # call for every deployment), requests one deployment generates at once per API process
+    # (its own slots, apart from the on-demand workers'), and how many local deployments (a
+    # pinned worker each, holding its model in memory) may run at once.
+    deploy_poll_seconds: float = Field(10.0, gt=0, le=600)
+    deploy_max_concurrency: int = Field(16, ge=1, le=1024)
+    local_max_deployments: int = Field(2, ge=0, le=64)
+
     # Streams (log follow, Server-Sent Events): how often an open stream looks for new
     # lines, and how often an idle SSE stream sends a keep-alive comment.
     stream_poll_seconds: float = Field(0.25, ge=0.01, le=10)

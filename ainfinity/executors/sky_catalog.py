@@ -17,7 +17,7 @@ from typing import Any
 
 from ainfinity.exceptions import CatalogUnavailable, InvalidSpec
 from ainfinity.schema.estimate import CostEstimate, Offer
-from ainfinity.schema.job import JobSpec
+from ainfinity.schema.job import Resources
 
 # The clouds an estimate searches when the job names none: the ones with public price lists
 # SkyPilot has most offers for. A job pinned to another cloud (`resources.cloud`) searches that.
@@ -49,7 +49,7 @@ def validate_task(task: dict[str, Any]) -> None:
         parsed.validate(skip_workdir=True)
         _check_bucket_sources(parsed)
     except (ValueError, sky_exceptions.StorageError, sky_exceptions.NotSupportedError) as exc:
-        raise InvalidSpec(f"SkyPilot rejects the task: {_plain(exc)}") from None
+        raise InvalidSpec(f"SkyPilot rejects the task: {plain_error(exc)}") from None
 
 
 def _check_bucket_sources(task: Any) -> None:
@@ -68,14 +68,13 @@ def _check_bucket_sources(task: Any) -> None:
 
 
 def estimate_cost(
-    spec: JobSpec, *, clouds: Sequence[str] = DEFAULT_ESTIMATE_CLOUDS
+    requested: Resources, *, clouds: Sequence[str] = DEFAULT_ESTIMATE_CLOUDS
 ) -> CostEstimate:
-    """The cheapest way to run `spec`'s resources per hour, from SkyPilot's catalog.
+    """The cheapest way to run these resources per hour, from SkyPilot's catalog.
 
     Honours `accelerators`, `cloud` (else `clouds` are searched), `region`, `use_spot` and
     `num_nodes`. Raises InvalidSpec when nothing in the catalog matches.
     """
-    requested = spec.resources
     if requested.accelerators is None:
         raise InvalidSpec(
             "A cost estimate needs resources.accelerators, e.g. 'A100:8' "
@@ -104,7 +103,7 @@ def estimate_cost(
         except OSError as exc:
             # The catalog is fetched (and refreshed) from SkyPilot's catalog repository.
             raise CatalogUnavailable(
-                f"SkyPilot's price catalog cannot be read: {_plain(exc)}"
+                f"SkyPilot's price catalog cannot be read: {plain_error(exc)}"
             ) from None
         except TypeError:
             # SkyPilot under pandas 3 (string columns): when the filters leave no row, the
@@ -130,7 +129,7 @@ def estimate_cost(
             )
         )
     if not offers:
-        raise InvalidSpec(_no_offer(name, count, spec, searched, offered(None)))
+        raise InvalidSpec(_no_offer(name, count, requested, searched, offered(None)))
     offers.sort(key=lambda o: (o.hourly_price_per_node, o.cloud, o.region, o.instance_type or ""))
     best: dict[tuple[str, str | None], Offer] = {}
     for offer in offers:
@@ -173,22 +172,20 @@ def _exactly(text: str) -> str:
 
 
 def _no_offer(
-    name: str, count: int, spec: JobSpec, searched: list[str], any_count: list[Any]
+    name: str, count: int, requested: Resources, searched: list[str], any_count: list[Any]
 ) -> str:
-    where = f"{', '.join(searched)}" + (
-        f" (region {spec.resources.region})" if spec.resources.region else ""
-    )
+    where = f"{', '.join(searched)}" + (f" (region {requested.region})" if requested.region else "")
     if not any_count:
         return f"SkyPilot's catalog has no accelerator {name!r} in {where}."
     counts = sorted({int(info.accelerator_count) for info in any_count})
     if count not in counts:
         shown = ", ".join(str(c) for c in counts)
         return f"{name} comes {shown} to a node in {where}, not {count}."
-    kind = "spot" if spec.resources.use_spot else "on-demand"
+    kind = "spot" if requested.use_spot else "on-demand"
     return f"SkyPilot's catalog has no {kind} price for {name}:{count} in {where}."
 
 
-def _plain(exc: BaseException) -> str:
+def plain_error(exc: BaseException) -> str:
     """SkyPilot's message on one line, without terminal colours, of a readable length."""
     text = " ".join(_ANSI.sub("", str(exc)).split()) or type(exc).__name__
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."

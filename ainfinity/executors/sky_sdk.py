@@ -38,17 +38,22 @@ class SkyPilotSdk(Protocol):
         """Write the job's log to `sink` until it ends (follow) or up to now."""
 
 
+def point_sdk_at(api_server: str | None) -> None:
+    """Send the SDK's calls to `api_server` (None: its own local one)."""
+    if api_server:
+        os.environ["SKYPILOT_API_SERVER_ENDPOINT"] = api_server
+    # The SDK caches its endpoint on first use; a client built after that (a second app
+    # in one process) must not talk to the previous one's server.
+    common = sys.modules.get("sky.server.common")
+    if common is not None:
+        common.get_server_url.cache_clear()
+
+
 class SkyPilotClient:
     """The real SDK, pointed at `api_server` when one is given."""
 
     def __init__(self, api_server: str | None = None) -> None:
-        if api_server:
-            os.environ["SKYPILOT_API_SERVER_ENDPOINT"] = api_server
-        # The SDK caches its endpoint on first use; a client built after that (a second app
-        # in one process) must not talk to the previous one's server.
-        common = sys.modules.get("sky.server.common")
-        if common is not None:
-            common.get_server_url.cache_clear()
+        point_sdk_at(api_server)
 
     def launch(self, task: dict[str, Any], *, name: str) -> str:
         import sky

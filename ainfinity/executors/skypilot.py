@@ -20,6 +20,7 @@ from ainfinity.core.config import Settings
 from ainfinity.executors.protocol import LaunchError, Observation
 from ainfinity.executors.sky_log_sink import JobLogSink, strip_ansi
 from ainfinity.executors.sky_sdk import SkyPilotSdk
+from ainfinity.finops.prices import cluster_facts
 from ainfinity.schema.job import JobRecord, JobStatus
 from ainfinity.store.job_files import JobPaths
 
@@ -181,6 +182,10 @@ class SkyPilotExecutor:
             return Observation(finished=False, state=updates or None)
         if found.recovery_count is not None and found.recovery_count != record.recovery_count:
             updates["recovery_count"] = found.recovery_count
+        # Where it runs and what that costs (finops): kept when SkyPilot's view of it changes.
+        cluster = cluster_facts(found, record.spec.resources)
+        if cluster is not None and cluster != state.get("cluster"):
+            updates["cluster"] = cluster
         status = found.status.value
         if status in _LIVE_STATUS:
             self._ensure_tailer(record.name, job_id, paths)

@@ -8,14 +8,11 @@ is made under that job's lock (`JobStore.update`).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import yaml
@@ -39,6 +36,7 @@ from ainfinity.schema.job import JobRecord, JobStatus
 from ainfinity.serving.registry import register_model
 from ainfinity.store.job_index import IndexRow
 from ainfinity.store.job_store import JobStore
+from ainfinity.store.pass_lock import exclusive_pass
 from ainfinity.train.checkpoints import latest_complete_checkpoint
 from ainfinity.train.protocol import DONE_PREFIX, ERROR_PREFIX
 
@@ -93,28 +91,9 @@ class Reconciler:
         Several workers may call this; a file lock lets one pass run at a time."""
         for executor in self.executors.values():
             executor.reap()
-        with self._exclusive_pass() as acquired:
+        with exclusive_pass(self._reconcile_mutex, self.store.home / "reconcile.lock") as acquired:
             if acquired:
                 self._reconcile_locked()
-
-    @contextlib.contextmanager
-    def _exclusive_pass(self) -> Iterator[bool]:
-        if not self._reconcile_mutex.acquire(blocking=False):
-            yield False
-            return
-        try:
-            fd = os.open(self.store.home / "reconcile.lock", os.O_CREAT | os.O_RDWR, 0o600)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    yield False
-                    return
-                yield True
-            finally:
-                os.close(fd)
-        finally:
-            self._reconcile_mutex.release()
 
     def _reconcile_locked(self) -> None:
         running: Counter[str] = Counter()

@@ -502,4 +502,4 @@ class SkyPilotService:
         spec = JobSpec.model_validate(
             {**request.model_dump(), "name": request.name or "estimate", "executor": "skypilot"}
         )
-        return estimate_cost(spec)
+        return estimate_cost(spec.resources)

@@ -58,15 +58,15 @@ class RenderedJob:
     output_dir: str
 
 
-def find_template() -> Path:
-    """The template: inside the installed wheel, else at the top of the source tree."""
-    packaged = Path(__file__).resolve().parent.parent / "skylaunch" / TEMPLATE_NAME
+def find_template(name: str = TEMPLATE_NAME) -> Path:
+    """A template: inside the installed wheel, else at the top of the source tree."""
+    packaged = Path(__file__).resolve().parent.parent / "skylaunch" / name
     if packaged.is_file():
         return packaged
-    source_tree = Path(__file__).resolve().parents[2] / "skylaunch" / TEMPLATE_NAME
+    source_tree = Path(__file__).resolve().parents[2] / "skylaunch" / name
     if source_tree.is_file():
         return source_tree
-    raise FileNotFoundError(f"skylaunch/{TEMPLATE_NAME} is neither packaged nor in the source tree")
+    raise FileNotFoundError(f"skylaunch/{name} is neither packaged nor in the source tree")
 
 
 def load_template(path: Path | None = None) -> dict[str, Any]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from ainfinity.finops.job_costs import job_costs
 from ainfinity.schema.base import PublicModel, StrictModel
 from ainfinity.schema.openai_fine_tuning import FineTuningInfo
 
@@ -143,17 +144,22 @@ class DeepSpeedOptions(StrictModel):
         return self
 
 
+ACCELERATORS_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}(:[1-9][0-9]{0,2})?$"
+CLOUD_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+REGION_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+
+
 class Resources(StrictModel):
     """Where the job runs; read by SkyPilot's optimizer."""
 
     accelerators: str | None = Field(
         None,
-        pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}(:[1-9][0-9]{0,2})?$",
+        pattern=ACCELERATORS_PATTERN,
         examples=["A100:8"],
     )
     num_nodes: int = Field(1, ge=1, le=512)
-    cloud: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,31}$")
-    region: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    cloud: str | None = Field(None, pattern=CLOUD_PATTERN)
+    region: str | None = Field(None, pattern=REGION_PATTERN)
     use_spot: bool = False
     max_restarts_on_errors: int = Field(
         0,
@@ -366,6 +372,14 @@ class Job(PublicModel):
         description="The model this job registered when it SUCCEEDED (`ft:<base>:<job>`), "
         "served at /v1; null before, or once the model was deleted.",
     )
+    cost_per_hour: float | None = Field(
+        None,
+        description="SkyPilot jobs: USD per hour of the cluster the job ran on (all its "
+        "nodes), at SkyPilot's catalog price, spot or on-demand; null when unpriced.",
+    )
+    cost_to_date: float | None = Field(
+        None, description="SkyPilot jobs: cost_per_hour over the time the cluster ran it."
+    )
 
 
 class WebhookDelivery(PublicModel):
@@ -421,11 +435,19 @@ class JobRecord(Job):
     fine_tuning: FineTuningInfo | None = None
 
     def public(self) -> Job:
-        return Job.model_validate(self.model_dump(include=_PUBLIC_FIELDS))
+        return Job.model_validate({**self.model_dump(include=_PUBLIC_FIELDS), **self._costs()})
 
     def public_json(self) -> bytes:
         """The public job as JSON, without building a `Job` first (the hot read path)."""
+        if "cluster" in self.executor_state:
+            return self.public().model_dump_json().encode()
         return self.model_dump_json(include=_PUBLIC_FIELDS).encode()
+
+    def _costs(self) -> dict[str, float | None]:
+        # Counted at read time: a running job's cost grows between two writes of its record.
+        return job_costs(
+            self.executor_state, finished_at=self.finished_at, now=datetime.now(timezone.utc)
+        )
 
 
 class JobList(PublicModel):

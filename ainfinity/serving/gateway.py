@@ -4,6 +4,9 @@ At most `AINFINITY_SERVE_MAX_CONCURRENCY` requests generate at once (per API pro
 `AINFINITY_SERVE_MAX_QUEUE` more may wait for a slot, and the rest get 429 with
 `Retry-After`. Bodies and answers pass as bytes (no parsing, no buffering of streams). A
 worker that dies under a request gives a prompt 503, or a final error chunk in a stream.
+
+A deployment's upstream (its pinned worker, or its SkyServe endpoint) gets a gateway of its
+own (`UpstreamGateway`): its own slots, the same streaming.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import anyio
 import httpx
 
 from ainfinity.core.config import Settings
-from ainfinity.exceptions import ServerBusy, WorkerUnavailable
+from ainfinity.exceptions import AinfinityError, ServerBusy, WorkerUnavailable
 from ainfinity.serving.model_source import HEADER, ModelSource
 from ainfinity.serving.supervisor import WorkerSupervisor
 
@@ -40,28 +43,44 @@ class WorkerReply:
     chunks: AsyncIterable[bytes] | None = None
 
 
-class Gateway:
-    """One per API process: its admission control and its connections to the worker."""
+class UpstreamGateway:
+    """Admission control and streaming to one upstream OpenAI server: the inference worker
+    (`Gateway`) or a deployment's (`ainfinity.deployments.routing`). Each has its own slots."""
 
-    def __init__(self, settings: Settings, supervisor: WorkerSupervisor) -> None:
+    def __init__(self, settings: Settings, *, max_concurrency: int) -> None:
         self.settings = settings
-        self.supervisor = supervisor
+        self.max_concurrency = max_concurrency
         self.active = 0
         self.waiting = 0
         # Bound to the event loop of the app's lifespan (a test may run several in turn).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._client_generation = -1
 
     def _bind(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._slots is None or loop is not self._loop:
             self._loop = loop
-            self._slots = asyncio.Semaphore(self.settings.serve_max_concurrency)
-            self._client, self._client_generation = None, -1
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+            self._rebound()
             self.active = self.waiting = 0
         return self._slots
+
+    def _rebound(self) -> None:
+        """A new event loop: drop whatever belonged to the old one."""
+
+    # -- what an upstream provides ------------------------------------------------------------
+
+    async def client(self) -> httpx.AsyncClient:
+        raise NotImplementedError
+
+    def notify_broken(self) -> None:
+        """A request saw the upstream's connection drop."""
+
+    def request_headers(self, source: ModelSource) -> dict[str, str]:
+        return {}
+
+    def unavailable(self, detail: str) -> AinfinityError:
+        return WorkerUnavailable(f"{_BROKEN} ({detail})")
 
     # -- admission -------------------------------------------------------------------------
 
@@ -85,6 +104,69 @@ class Gateway:
         assert self._slots is not None
         self._slots.release()
 
+    async def generate(
+        self, path: str, body: bytes, source: ModelSource, *, stream: bool
+    ) -> WorkerReply:
+        """Send one completion request upstream and hand back its answer."""
+        await self._admit()
+        try:
+            client = await self.client()
+            request = client.build_request(
+                "POST",
+                path,
+                content=body,
+                headers={**self.request_headers(source), "content-type": "application/json"},
+                # Between two chunks of a stream; a whole answer is bounded by the worker.
+                timeout=httpx.Timeout(
+                    10.0, read=self.settings.serve_token_timeout_seconds + 10 if stream else None
+                ),
+            )
+            response = await client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            self.release()
+            self.notify_broken()
+            raise self.unavailable(type(exc).__name__) from exc
+        except BaseException:
+            self.release()
+            raise
+        headers = {k: v for k, v in response.headers.items() if k in _PASSED_HEADERS}
+        if not stream or response.status_code != 200:
+            try:
+                content = await response.aread()
+            except httpx.TransportError as exc:
+                self.notify_broken()
+                raise self.unavailable(type(exc).__name__) from exc
+            finally:
+                await response.aclose()
+                self.release()
+            return self.answer(WorkerReply(response.status_code, headers, content))
+        return WorkerReply(200, headers, chunks=_Relay(self, response))
+
+    def answer(self, reply: WorkerReply) -> WorkerReply:
+        """A whole (or failed) answer as the client gets it."""
+        return reply
+
+
+class Gateway(UpstreamGateway):
+    """One per API process: its admission control and its connections to the worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        supervisor: WorkerSupervisor,
+        *,
+        max_concurrency: int | None = None,
+    ) -> None:
+        super().__init__(
+            settings, max_concurrency=max_concurrency or settings.serve_max_concurrency
+        )
+        self.supervisor = supervisor
+        self._client: httpx.AsyncClient | None = None
+        self._client_generation = -1
+
+    def _rebound(self) -> None:
+        self._client, self._client_generation = None, -1
+
     # -- talking to the worker ---------------------------------------------------------------
 
     async def client(self) -> httpx.AsyncClient:
@@ -106,43 +188,11 @@ class Gateway:
                 await old.aclose()
         return self._client
 
-    async def generate(
-        self, path: str, body: bytes, source: ModelSource, *, stream: bool
-    ) -> WorkerReply:
-        """Send one completion request to the worker and hand back its answer."""
-        await self._admit()
-        try:
-            client = await self.client()
-            request = client.build_request(
-                "POST",
-                path,
-                content=body,
-                headers={HEADER: source.to_json(), "content-type": "application/json"},
-                # Between two chunks of a stream; a whole answer is bounded by the worker.
-                timeout=httpx.Timeout(
-                    10.0, read=self.settings.serve_token_timeout_seconds + 10 if stream else None
-                ),
-            )
-            response = await client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            self.release()
-            self.supervisor.notify_broken()
-            raise WorkerUnavailable(f"{_BROKEN} ({type(exc).__name__})") from exc
-        except BaseException:
-            self.release()
-            raise
-        headers = {k: v for k, v in response.headers.items() if k in _PASSED_HEADERS}
-        if not stream or response.status_code != 200:
-            try:
-                content = await response.aread()
-            except httpx.TransportError as exc:
-                self.supervisor.notify_broken()
-                raise WorkerUnavailable(f"{_BROKEN} ({type(exc).__name__})") from exc
-            finally:
-                await response.aclose()
-                self.release()
-            return WorkerReply(response.status_code, headers, content)
-        return WorkerReply(200, headers, chunks=_Relay(self, response))
+    def notify_broken(self) -> None:
+        self.supervisor.notify_broken()
+
+    def request_headers(self, source: ModelSource) -> dict[str, str]:
+        return {HEADER: source.to_json()}
 
     async def call(self, method: str, path: str, payload: Any = None) -> Any:
         """A JSON call to the worker outside admission (status, unload, token statistics)."""
@@ -174,7 +224,7 @@ class _Relay:
     even before the first chunk) closes the worker's stream, so generation stops, and frees
     the admission slot, once."""
 
-    def __init__(self, gateway: Gateway, response: httpx.Response) -> None:
+    def __init__(self, gateway: UpstreamGateway, response: httpx.Response) -> None:
         self.gateway = gateway
         self.response = response
         self.closed = False
@@ -187,8 +237,8 @@ class _Relay:
             async for chunk in self.response.aiter_raw():
                 yield chunk
         except httpx.TransportError as exc:
-            self.gateway.supervisor.notify_broken()
-            logger.warning("worker connection lost mid-stream: %s", exc)
+            self.gateway.notify_broken()
+            logger.warning("upstream connection lost mid-stream: %s", exc)
             yield _error_chunk(_BROKEN, code="worker_unavailable")
         finally:
             await self.aclose()

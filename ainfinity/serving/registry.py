@@ -238,6 +238,18 @@ class ModelRegistry:
             tokenizer=str(tokenizer),
         )
 
+    def fine_tuned_record(self, model_id: str, *, caller: ApiKey) -> JobRecord:
+        """The record of the job whose model (or checkpoint) `model_id` is; 404
+        `model_not_found` when there is none the caller may see."""
+        return self._owner_record(model_id, caller=caller)
+
+    def checkpoint_dir(self, record: JobRecord, model_id: str) -> Path:
+        """The directory of the complete checkpoint a `...:ckpt-N` id names (404 otherwise)."""
+        parsed = parse_fine_tuned(model_id)
+        if parsed is None or parsed.step is None:
+            raise ModelNotFound(f"The model {model_id!r} names no checkpoint.")
+        return self._checkpoint_dir(record, parsed)
+
     def _owner_record(self, model_id: str, *, caller: ApiKey) -> JobRecord:
         """The record of the job whose model `model_id` is, if the caller may see it."""
         parsed = parse_fine_tuned(model_id)

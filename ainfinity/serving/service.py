@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -25,6 +25,9 @@ from ainfinity.schema.openai import (
     OpenAIModelList,
 )
 from ainfinity.serving.gateway import Gateway, WorkerReply
+
+if TYPE_CHECKING:
+    from ainfinity.deployments.routing import DeploymentRouter
 from ainfinity.serving.registry import ModelPage, ModelRegistry
 from ainfinity.serving.supervisor import WorkerSupervisor
 
@@ -42,8 +45,11 @@ class ServingService:
         registry: ModelRegistry,
         supervisor: WorkerSupervisor,
         gateway: Gateway,
+        router: DeploymentRouter | None = None,
     ) -> None:
         self.settings = settings
+        # READY deployments answer for their model before the on-demand worker does.
+        self.router = router
         self.registry = registry
         self.supervisor = supervisor
         self.gateway = gateway
@@ -127,9 +133,18 @@ class ServingService:
                 f"{self.settings.serve_max_tokens} tokens per request.",
                 param=param,
             )
-        source = self.registry.serving_source(request.model, caller=caller)
         path = CHAT_PATH if isinstance(request, ChatCompletionRequest) else COMPLETIONS_PATH
         body = request.model_dump_json(exclude_unset=True).encode()
+        route = await self.router.route(request.model) if self.router is not None else None
+        if route is not None:
+            # The caller may use the model (404 otherwise), as for the on-demand worker.
+            await anyio.to_thread.run_sync(
+                lambda: self.registry.get_model(request.model, caller=caller)
+            )
+            return await route.gateway.generate(
+                path, body, route.source, stream=bool(request.stream)
+            )
+        source = self.registry.serving_source(request.model, caller=caller)
         return await self.gateway.generate(path, body, source, stream=bool(request.stream))
 
 

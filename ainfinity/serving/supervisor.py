@@ -6,6 +6,9 @@ One worker serves every API process of a server. The process that first needs it
 others read `serving/worker.json` and talk to the same unix socket. If the supervising
 process dies, its worker follows it (it watches its parent) and the next process that needs
 a worker takes the lock over.
+
+A local deployment's worker is babysat the same way, from a directory of its own, with its
+model pinned (loaded at start, never evicted).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ainfinity.exceptions import WorkerUnavailable
 from ainfinity.executors.local import process_start_ticks
 from ainfinity.jobs.run_output import tail_bytes
 from ainfinity.schema.model import WorkerCrash
+from ainfinity.serving.model_source import ModelSource
 from ainfinity.store.job_files import write_atomic
 
 logger = logging.getLogger("ainfinity.serving")
@@ -46,13 +50,13 @@ _MISSED_HEALTH_CHECKS = 3
 _STOP_GRACE = 5.0
 
 
-def socket_path_for(home: Path) -> Path:
-    """`home/serving/worker.sock`, or a private directory in /tmp when that path is too long
+def socket_path_for(directory: Path) -> Path:
+    """`directory/worker.sock`, or a private directory in /tmp when that path is too long
     for a unix socket (the same one for every process of a server)."""
-    path = home / "serving" / "worker.sock"
+    path = directory / "worker.sock"
     if len(os.fsencode(path)) <= _UNIX_PATH_MAX:
         return path
-    digest = hashlib.sha256(os.fsencode(home)).hexdigest()[:16]
+    digest = hashlib.sha256(os.fsencode(directory)).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"ainfinity-{digest}" / "worker.sock"
 
 
@@ -69,10 +73,17 @@ def _describe_exit(returncode: int) -> str:
 class WorkerSupervisor:
     """The worker of this server, as seen from one API process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        directory: Path | None = None,
+        pinned: ModelSource | None = None,
+    ) -> None:
         self.settings = settings
-        self.dir = settings.home / "serving"
-        self.socket_path = socket_path_for(settings.home)
+        self.dir = directory or settings.home / "serving"
+        self.pinned = pinned
+        self.socket_path = socket_path_for(self.dir)
         self.state_path = self.dir / "worker.json"
         self.log_path = self.dir / "worker.log"
         self.status = "stopped"
@@ -217,11 +228,14 @@ class WorkerSupervisor:
         command = [
             sys.executable, "-m", "ainfinity.serving.worker",
             "--socket", str(self.socket_path),
-            "--max-models", str(settings.serve_max_models),
+            "--max-models", "1" if self.pinned else str(settings.serve_max_models),
             "--default-max-tokens", str(settings.serve_default_max_tokens),
             "--token-timeout", str(settings.serve_token_timeout_seconds),
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
+        if self.pinned is not None:
+            # An argument list, never a shell: the model's id and paths stay data.
+            command += ["--pin-model", self.pinned.to_json()]
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 command,
@@ -319,6 +333,15 @@ class WorkerSupervisor:
             return False
         self._lock_fd = fd
         return True
+
+    def want(self) -> None:
+        """Ask for the worker to run: whichever process may supervise it starts it."""
+        self._want()
+
+    def unwant(self) -> None:
+        """No process is to start the worker again (a stopped deployment's)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.dir.joinpath("wanted").unlink()
 
     def _want(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)

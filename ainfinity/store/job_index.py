@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Protocol
 
 from ainfinity.schema.job import JOB_NAME_RE, JobRecord, JobStatus
 
@@ -290,7 +291,14 @@ class JobPage:
     next_cursor: str | None
 
 
-def encode_cursor(record: JobRecord) -> str:
+class Listed(Protocol):
+    """What a page cursor is made of (a job's or a deployment's record)."""
+
+    name: str
+    created_at: datetime
+
+
+def encode_cursor(record: Listed) -> str:
     raw = f"{record.created_at.isoformat()}|{record.name}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 

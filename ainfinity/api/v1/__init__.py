@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Security
 
-from ainfinity.api.v1 import jobs, models, serving, streams
+from ainfinity.api.v1 import deployments, jobs, models, serving, streams, usage
 from ainfinity.middleware.auth import require_api_key
 from ainfinity.schema.error import ErrorResponse
 
@@ -19,3 +19,5 @@ api_router.include_router(jobs.router)
 api_router.include_router(streams.router)
 api_router.include_router(models.router)
 api_router.include_router(serving.router)
+api_router.include_router(deployments.router)
+api_router.include_router(usage.router)

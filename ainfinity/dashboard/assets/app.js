@@ -2,6 +2,7 @@
 // one live event stream the current (job) view follows.
 
 import { UNAUTHORIZED_EVENT, api, forgetKey, storeKey, storedKey } from "./api.js";
+import { DeploymentsView } from "./deployments_view.js";
 import { JobView } from "./job_view.js";
 import { JobsView } from "./jobs_view.js";
 import { ModelView } from "./model_view.js";
@@ -9,15 +10,22 @@ import { ModelsView } from "./models_view.js";
 import { followStream } from "./sse.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["login-view", "list-view", "job-view", "models-view", "model-view"];
+const VIEWS = ["login-view", "list-view", "job-view", "models-view", "model-view", "deployments-view"];
 // Which top link is current on each page; the model pages follow no event stream.
-const SECTION = { "list-view": "jobs", "job-view": "jobs", "models-view": "models", "model-view": "models" };
+const SECTION = {
+  "list-view": "jobs",
+  "job-view": "jobs",
+  "models-view": "models",
+  "model-view": "models",
+  "deployments-view": "deployments",
+};
 
 let stream = null;
 let jobView = null;
 let modelView = null;
 const jobsView = new JobsView();
 const modelsView = new ModelsView();
+const deploymentsView = new DeploymentsView();
 
 function show(viewId) {
   for (const id of VIEWS) $(id).hidden = id !== viewId;
@@ -25,7 +33,7 @@ function show(viewId) {
   $("logout").hidden = !signedIn;
   $("nav").hidden = !signedIn;
   $("stream-state").hidden = SECTION[viewId] !== "jobs";
-  for (const section of ["jobs", "models"]) {
+  for (const section of ["jobs", "models", "deployments"]) {
     const link = $(`nav-${section}`);
     if (SECTION[viewId] === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -54,6 +62,7 @@ function stopFollowing() {
   jobView = null;
   if (modelView) modelView.close();
   modelView = null;
+  deploymentsView.close();
   setStreamState("idle");
 }
 
@@ -84,6 +93,10 @@ function route() {
     modelView = new ModelView(decodeURIComponent(model[1]));
     document.title = `${modelView.id} · ainfinity`;
     modelView.load();
+  } else if (/^#\/deployments\/?$/.test(location.hash)) {
+    show("deployments-view");
+    document.title = "Deployments · ainfinity";
+    deploymentsView.start();
   } else if (/^#\/models\/?$/.test(location.hash)) {
     show("models-view");
     document.title = "Models · ainfinity";

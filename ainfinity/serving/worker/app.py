@@ -4,12 +4,17 @@ It speaks OpenAI's protocol on `/v1/chat/completions` and `/v1/completions`, so 
 streams requests and answers through as bytes; which files a model id stands for comes from
 the gateway in the `x-ainfinity-model-source` header (the worker trusts its one client, the
 control plane: the socket lives in a directory only the server's user may enter).
+
+A pinned worker (a deployment's) serves the one model it loaded at start, by its id, as vLLM
+serves its `--served-model-name`; with an API key it answers nothing but `/health` without
+`Authorization: Bearer <key>`, as vLLM's `--api-key` does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -22,7 +27,13 @@ from pydantic import BaseModel, ValidationError
 from ainfinity.schema.openai import ChatCompletionRequest, CompletionRequest
 from ainfinity.serving.model_source import HEADER, ModelSource
 from ainfinity.serving.worker.engine import Generation, GenerationFailed, SamplingParams
-from ainfinity.serving.worker.models import LoadedModel, ModelLoadFailed, ModelManager, PromptError
+from ainfinity.serving.worker.models import (
+    LoadedModel,
+    ModelLoadFailed,
+    ModelManager,
+    PromptError,
+    load_model,
+)
 from ainfinity.serving.worker.responses import (
     chat_chunks,
     chat_completion,
@@ -42,6 +53,8 @@ class WorkerConfig:
     max_models: int = 2
     default_max_tokens: int = 512
     token_timeout: float = 60.0
+    pinned: ModelSource | None = None
+    api_key: str | None = None
 
 
 class _Counters:
@@ -76,8 +89,13 @@ def rss_bytes(pid: int | str = "self") -> int | None:
 def create_worker_app(config: WorkerConfig) -> FastAPI:
     app = FastAPI(title="ainfinity inference worker", docs_url=None, redoc_url=None)
     manager = ModelManager(config.max_models)
+    if config.pinned is not None:
+        # Loaded before the app serves anything: health answers once the model is in memory.
+        manager.pin(load_model(config.pinned))
     counters = _Counters()
     started_at = datetime.now(timezone.utc)
+    if config.api_key is not None:
+        _require_key(app, config.api_key)
 
     @app.exception_handler(_Refused)
     async def refused(request: Request, exc: Exception) -> JSONResponse:
@@ -126,6 +144,16 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
     async def token_stats(body: TokenStatsRequest) -> TokenStatsResult:
         return await anyio.to_thread.run_sync(measure, body)
 
+    async def _acquire(request: Request) -> LoadedModel:
+        try:
+            source = ModelSource.from_json(request.headers[HEADER])
+        except (KeyError, ValueError) as exc:
+            raise _Refused(400, f"no usable model source: {exc}", code="invalid_request") from exc
+        try:
+            return await manager.acquire(source)
+        except ModelLoadFailed as exc:
+            raise _Refused(503, str(exc), code="model_load_failed") from exc
+
     def count_tokens(n: int) -> None:
         counters.tokens += n  # from the generate thread: one int add under the GIL
 
@@ -135,14 +163,18 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
     async def start(
         request: Request, body: ChatCompletionRequest | CompletionRequest
     ) -> tuple[LoadedModel, Generation]:
-        try:
-            source = ModelSource.from_json(request.headers[HEADER])
-        except (KeyError, ValueError) as exc:
-            raise _Refused(400, f"no usable model source: {exc}", code="invalid_request") from exc
-        try:
-            loaded = await manager.acquire(source)
-        except ModelLoadFailed as exc:
-            raise _Refused(503, str(exc), code="model_load_failed") from exc
+        if manager.pinned is not None:
+            loaded = manager.use_pinned(body.model)
+            if loaded is None:
+                raise _Refused(
+                    404,
+                    f"The model {body.model!r} does not exist; this worker serves "
+                    f"{manager.pinned.source.id!r}.",
+                    code="model_not_found",
+                    param="model",
+                )
+        else:
+            loaded = await _acquire(request)
         try:
             if isinstance(body, ChatCompletionRequest):
                 messages = body.messages_as_dicts()
@@ -195,6 +227,25 @@ def create_worker_app(config: WorkerConfig) -> FastAPI:
         return await answer(request, await _parse(request, CompletionRequest))
 
     return app
+
+
+def _require_key(app: FastAPI, key: str) -> None:
+    """Every route but `/health` answers 401 without `Authorization: Bearer <key>`."""
+    expected = f"Bearer {key}".encode()
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next: Any) -> Response:
+        if request.url.path != "/health":
+            given = request.headers.get("authorization", "").encode()
+            if not secrets.compare_digest(given, expected):
+                body = error_payload(
+                    "A valid Bearer token is required.",
+                    code="invalid_api_key",
+                    kind="authentication_error",
+                )
+                return JSONResponse(body, status_code=401, headers=_NO_RETRY)
+        response: Response = await call_next(request)
+        return response
 
 
 async def _parse(

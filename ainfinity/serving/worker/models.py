@@ -82,6 +82,21 @@ class ModelManager:
         self.max_models = max_models
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._loading: dict[str, asyncio.Lock] = {}
+        # A deployment's worker: the one model it serves, never evicted nor unloaded.
+        self.pinned: LoadedModel | None = None
+
+    def pin(self, loaded: LoadedModel) -> None:
+        self.pinned = loaded
+        self._models[loaded.source.id] = loaded
+
+    def use_pinned(self, model_id: str) -> LoadedModel | None:
+        """The pinned model when `model_id` names it (marked used), else None."""
+        loaded = self.pinned
+        if loaded is None or model_id != loaded.source.id:
+            return None
+        loaded.last_used_at = _now()
+        loaded.requests += 1
+        return loaded
 
     async def acquire(self, source: ModelSource) -> LoadedModel:
         """The model, loaded now if needed (one load per id at a time); marks it used."""
@@ -108,7 +123,12 @@ class ModelManager:
 
     def unload(self, model_id: str) -> list[str]:
         """Unload the model and its checkpoints; returns the ids unloaded."""
-        gone = [key for key in self._models if key == model_id or key.startswith(model_id + ":")]
+        gone = [
+            key
+            for key in self._models
+            if (key == model_id or key.startswith(model_id + ":"))
+            and (self.pinned is None or key != self.pinned.source.id)
+        ]
         for key in gone:
             del self._models[key]
         if gone:
