@@ -28,7 +28,8 @@ from ainfinity.client.errors import error_from_response
 from ainfinity.client.streams import ChatStream
 from ainfinity.core.config import Settings
 from ainfinity.schema.activity import EventType
-from ainfinity.schema.job import Hyperparameters, Job, JobCreate, JobStatus
+from ainfinity.schema.job import Job, JobCreate, JobStatus
+from ainfinity.schema.training_options import Hyperparameters
 from tests.builders import API_KEY, SAMPLE_SFT, job_body
 from tests.conftest import MakeSettings
 from tests.servers import UvicornServer, free_port

@@ -17,7 +17,8 @@ from ainfinity.core.config import ApiKey
 from ainfinity.exceptions import InvalidModel, InvalidSpec, ModelNotServable
 from ainfinity.serving.base_models import BUILTIN_MODELS, find_base_model
 from ainfinity.serving.model_ids import base_segment, parse_fine_tuned
-from ainfinity.serving.registry import ModelRegistry, legacy_training_model
+from ainfinity.serving.model_records import legacy_training_model
+from ainfinity.serving.registry import ModelRegistry
 
 NODE_MODEL_DIR = "/ainfinity/model"
 NODE_BASE_DIR = "/ainfinity/base"

@@ -31,7 +31,7 @@ from ainfinity.finetuning.view import checkpoint_views, event_views, job_view
 from ainfinity.jobs.run_output import read_metrics
 from ainfinity.jobs.service import SkyPilotService
 from ainfinity.schema.activity import Metric
-from ainfinity.schema.job import Hyperparameters, JobCreate, JobRecord
+from ainfinity.schema.job import JobCreate, JobRecord
 from ainfinity.schema.openai_fine_tuning import (
     FINE_TUNING_JOB_PREFIX,
     FineTuningInfo,
@@ -40,6 +40,7 @@ from ainfinity.schema.openai_fine_tuning import (
     FineTuningJobCreate,
     FineTuningJobEvent,
 )
+from ainfinity.schema.training_options import Hyperparameters
 from ainfinity.store.job_index import encode_cursor
 from ainfinity.train.checkpoints import list_checkpoints
 from ainfinity.train.dataset import PREFERENCE_FORMAT

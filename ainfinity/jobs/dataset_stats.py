@@ -23,7 +23,8 @@ from ainfinity.exceptions import AinfinityError, JobNotFound
 from ainfinity.jobs.inputs import ResolvedDataset
 from ainfinity.jobs.transitions import transition
 from ainfinity.schema.activity import Event
-from ainfinity.schema.job import DatasetStats, Hyperparameters, JobRecord, JobStatus
+from ainfinity.schema.job import DatasetStats, JobRecord, JobStatus
+from ainfinity.schema.training_options import Hyperparameters
 from ainfinity.store.job_store import JobStore
 
 logger = logging.getLogger("ainfinity.service")

@@ -79,6 +79,28 @@ def resolve_dataset(
     return ResolvedDataset(str(path.resolve()), report, _sha256(path))
 
 
+def resolve_datasets(
+    dataset: str,
+    validation_dataset: str | None,
+    *,
+    executor: str,
+    allowed_dirs: Sequence[Path],
+) -> tuple[ResolvedDataset, ResolvedDataset | None]:
+    """A job's dataset and validation dataset, which must be of one format."""
+    train = resolve_dataset(dataset, executor=executor, allowed_dirs=allowed_dirs)
+    if validation_dataset is None:
+        return train, None
+    validation = resolve_dataset(
+        validation_dataset, executor=executor, allowed_dirs=allowed_dirs, field="validation_dataset"
+    )
+    if train.report and validation.report and validation.report.format != train.report.format:
+        raise InvalidDataset(
+            f"The validation dataset is {validation.report.format!r} data but the "
+            f"dataset is {train.report.format!r}; use one format for both."
+        )
+    return train, validation
+
+
 def _sha256(path: Path) -> str | None:
     digest = hashlib.sha256()
     try:

@@ -33,7 +33,7 @@ from ainfinity.jobs.run_output import (
 from ainfinity.jobs.transitions import transition, utcnow
 from ainfinity.schema.activity import Event
 from ainfinity.schema.job import JobRecord, JobStatus
-from ainfinity.serving.registry import register_model
+from ainfinity.serving.model_records import register_model
 from ainfinity.store.job_index import IndexRow
 from ainfinity.store.job_store import JobStore
 from ainfinity.store.pass_lock import exclusive_pass

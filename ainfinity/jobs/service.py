@@ -17,28 +17,24 @@ from typing import Any
 from ainfinity.core.config import ApiKey, Settings
 from ainfinity.exceptions import (
     InvalidCursor,
-    InvalidDataset,
     InvalidSpec,
     JobActive,
     JobExists,
-    JobFinished,
     JobNotFound,
-    JobNotPaused,
-    JobNotRunning,
     NotImplementedYet,
-    PauseNeedsOutputUri,
 )
 from ainfinity.executors.protocol import Executor
 from ainfinity.executors.sky_catalog import estimate_cost, validate_task
 from ainfinity.executors.sky_wheel import ServerWheelUnavailable, server_wheel
+from ainfinity.jobs import controls
 from ainfinity.jobs.dataset_stats import initial_stats
 from ainfinity.jobs.event_feed import EventFeed, FeedMessage
-from ainfinity.jobs.inputs import check_method_fits, lora_target_modules, resolve_dataset
+from ainfinity.jobs.inputs import check_method_fits, lora_target_modules, resolve_datasets
 from ainfinity.jobs.logs import follow_file, read_chunks, tail_offset
 from ainfinity.jobs.reconciler import Reconciler
 from ainfinity.jobs.run_output import read_metrics
 from ainfinity.jobs.task_render import dump_job_config, dump_task, render_job
-from ainfinity.jobs.transitions import transition, utcnow
+from ainfinity.jobs.transitions import utcnow
 from ainfinity.jobs.webhook_targets import check_webhook_url
 from ainfinity.jobs.webhooks import WebhookDispatcher
 from ainfinity.schema.activity import Event, EventType, Metric
@@ -126,24 +122,12 @@ class SkyPilotService:
         if self.store.exists(name):
             raise JobExists(f"A job named {name!r} already exists.")
         trained_from = self.registry.resolve_job_model(request.model, caller=caller)
-        allowed = self.settings.data_dirs
-        dataset = resolve_dataset(request.dataset, executor=executor_name, allowed_dirs=allowed)
-        validation = (
-            resolve_dataset(
-                request.validation_dataset,
-                executor=executor_name,
-                allowed_dirs=allowed,
-                field="validation_dataset",
-            )
-            if request.validation_dataset is not None
-            else None
+        dataset, validation = resolve_datasets(
+            request.dataset,
+            request.validation_dataset,
+            executor=executor_name,
+            allowed_dirs=self.settings.data_dirs,
         )
-        if validation is not None and dataset.report and validation.report:
-            if validation.report.format != dataset.report.format:
-                raise InvalidDataset(
-                    f"The validation dataset is {validation.report.format!r} data but the "
-                    f"dataset is {dataset.report.format!r}; use one format for both."
-                )
         check_method_fits(request.method, dataset)
         spec = JobSpec.model_validate(
             {
@@ -277,35 +261,8 @@ class SkyPilotService:
 
         def change(record: JobRecord) -> list[Event] | None:
             _check_visible(caller, record)
-            if record.status.is_terminal:
-                raise JobFinished(f"Job {name!r} already ended {record.status.value}.")
-            if record.status == JobStatus.CANCELLING:
-                return None
-            record.cancel_requested_at = utcnow()
-            events = [
-                Event(
-                    time=record.cancel_requested_at,
-                    type=EventType.CANCEL_REQUESTED,
-                    status=record.status,
-                    message="cancel requested",
-                    actor=actor,
-                )
-            ]
-            if record.status in (JobStatus.PENDING, JobStatus.PAUSED):
-                message = (
-                    "cancelled before start"
-                    if record.status == JobStatus.PENDING
-                    else "cancelled while paused"
-                )
-                events.append(transition(record, JobStatus.CANCELLED, message=message, actor=actor))
-            else:
-                self.executors[record.executor].cancel(record, self.store.paths(name), force=False)
-                events.append(
-                    transition(
-                        record, JobStatus.CANCELLING, message="stopping the job", actor=actor
-                    )
-                )
-            return events
+            executor, paths = self.executors[record.executor], self.store.paths(name)
+            return controls.cancel(record, actor=actor, executor=executor, paths=paths)
 
         record = self.store.update(name, change)
         logger.info("job cancel requested", extra={"job": name, "actor": actor})
@@ -319,32 +276,8 @@ class SkyPilotService:
 
         def change(record: JobRecord) -> list[Event] | None:
             _check_visible(caller, record)
-            if record.status.is_terminal:
-                raise JobFinished(f"Job {name!r} already ended {record.status.value}.")
-            if record.status in (JobStatus.PAUSING, JobStatus.PAUSED):
-                return None
-            if record.status not in (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.RECOVERING):
-                raise JobNotRunning(
-                    f"Job {name!r} is {record.status.value}: only a running job can be paused "
-                    "(a queued one can be cancelled)."
-                )
-            if record.executor == "skypilot" and record.spec.output_uri is None:
-                raise PauseNeedsOutputUri(
-                    f"Job {name!r} has no output_uri: its checkpoint would be lost with its "
-                    "cluster. Give SkyPilot jobs an output_uri bucket to pause them."
-                )
-            record.pause_requested_at = utcnow()
-            self.executors[record.executor].pause(record, self.store.paths(name))
-            return [
-                Event(
-                    time=record.pause_requested_at,
-                    type=EventType.PAUSE_REQUESTED,
-                    status=record.status,
-                    message="pause requested",
-                    actor=actor,
-                ),
-                transition(record, JobStatus.PAUSING, message="saving a checkpoint", actor=actor),
-            ]
+            executor, paths = self.executors[record.executor], self.store.paths(name)
+            return controls.pause(record, actor=actor, executor=executor, paths=paths)
 
         record = self.store.update(name, change)
         logger.info("job pause requested", extra={"job": name, "actor": actor})
@@ -357,28 +290,7 @@ class SkyPilotService:
 
         def change(record: JobRecord) -> list[Event] | None:
             _check_visible(caller, record)
-            if record.status != JobStatus.PAUSED:
-                raise JobNotPaused(
-                    f"Job {name!r} is {record.status.value}: only a paused job can be resumed."
-                )
-            record.pause_requested_at = None
-            record.executor_state = {}
-            now = utcnow()
-            return [
-                Event(
-                    time=now,
-                    type=EventType.RESUMED,
-                    status=record.status,
-                    message="resume requested",
-                    actor=actor,
-                ),
-                transition(
-                    record,
-                    JobStatus.PENDING,
-                    message="queued to resume from its newest checkpoint",
-                    actor=actor,
-                ),
-            ]
+            return controls.resume(record, actor=actor)
 
         record = self.store.update(name, change)
         logger.info("job resumed", extra={"job": name, "actor": actor})

@@ -17,7 +17,8 @@ import yaml
 
 from ainfinity import __version__
 from ainfinity.exceptions import InvalidDataset, InvalidSpec
-from ainfinity.schema.job import DpoOptions, JobSpec, LoraOptions, TrainingModel
+from ainfinity.schema.job import JobSpec, TrainingModel
+from ainfinity.schema.training_options import DpoOptions, LoraOptions
 from ainfinity.store.job_files import JobPaths
 
 TEMPLATE_NAME = "deepspeed.yaml"

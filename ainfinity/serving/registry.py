@@ -29,16 +29,14 @@ from ainfinity.exceptions import (
     ModelNotServable,
     PathNotAllowed,
 )
-from ainfinity.jobs.run_output import latest_metrics
 from ainfinity.jobs.transitions import utcnow
 from ainfinity.schema.activity import Event, EventType
-from ainfinity.schema.job import JobRecord, JobStatus, RegisteredModel, TrainingModel
-from ainfinity.schema.model import Model, ModelLineage, ModelMetrics
+from ainfinity.schema.job import JobRecord, TrainingModel
+from ainfinity.schema.model import Model
 from ainfinity.serving.base_models import (
     BUILTIN_MODELS,
     TINY_MODEL,
     TINY_MODEL_SERVED_SEED,
-    BaseModel,
     base_models,
     find_base_model,
     inside,
@@ -46,10 +44,9 @@ from ainfinity.serving.base_models import (
 from ainfinity.serving.model_ids import (
     FT_PREFIX,
     FineTunedId,
-    checkpoint_id,
-    fine_tuned_id,
     parse_fine_tuned,
 )
+from ainfinity.serving.model_records import files_size, legacy_training_model, model_of, public_base
 from ainfinity.serving.model_source import ModelSource
 from ainfinity.store.job_index import time_key
 from ainfinity.store.job_store import JobStore
@@ -138,9 +135,7 @@ class ModelRegistry:
         if cursor is not None and after is None:
             raise InvalidCursor()
         owner = None if caller.role == "admin" else caller.name
-        bases = [
-            (_sort_key(m), m) for m in map(_public_base, base_models(self.settings.model_dirs))
-        ]
+        bases = [(_sort_key(m), m) for m in map(public_base, base_models(self.settings.model_dirs))]
         found = [item for item in bases if after is None or item[0] < after]
         found.extend(self._fine_tuned_page(limit=limit + 1, after=after, owner=owner))
         found.sort(key=lambda item: item[0], reverse=True)
@@ -173,7 +168,7 @@ class ModelRegistry:
     def get_model(self, model_id: str, *, caller: ApiKey) -> Model:
         base = find_base_model(model_id, self.settings.model_dirs)
         if base is not None:
-            return _public_base(base)
+            return public_base(base)
         record = self._owner_record(model_id, caller=caller)
         parsed = parse_fine_tuned(model_id)
         assert parsed is not None
@@ -185,7 +180,7 @@ class ModelRegistry:
             update={
                 "id": model_id,
                 "path": str(checkpoint),
-                "size_bytes": _files_size(checkpoint),
+                "size_bytes": files_size(checkpoint),
                 "checkpoints": [],
             }
         )
@@ -308,88 +303,6 @@ class ModelRegistry:
         return record.name
 
 
-# -- registration (the reconciler, under the job's lock) -----------------------------------------
-
-
-def register_model(record: JobRecord, *, metrics_path: Path) -> Event:
-    """Make a job that just SUCCEEDED a model: its id and facts go into the same write."""
-    trained_from = record.training_model or legacy_training_model(record)
-    model_id = fine_tuned_id(trained_from.base_model, record.name, record.spec.suffix)
-    output = Path(record.output_dir)
-    train, evaluation = latest_metrics(metrics_path)
-    record.fine_tuned_model = model_id
-    record.registered_model = RegisteredModel(
-        registered_at=utcnow(),
-        size_bytes=_files_size(output) if output.is_dir() else 0,
-        train_loss=train.loss if train else None,
-        eval_loss=evaluation.eval_loss if evaluation else None,
-    )
-    return Event(
-        time=record.registered_model.registered_at,
-        type=EventType.MODEL_REGISTERED,
-        status=JobStatus.SUCCEEDED,
-        message=f"model registered as {model_id}",
-        actor="system",
-    )
-
-
-def legacy_training_model(record: JobRecord) -> TrainingModel:
-    """For a record written before jobs kept their `training_model`."""
-    model = record.spec.model
-    return TrainingModel(load=model, tokenizer=model, base_model=model)
-
-
-def model_of(record: JobRecord) -> Model:
-    """The fine-tuned model of a record that has one."""
-    assert record.fine_tuned_model is not None
-    facts = record.registered_model
-    spec = record.spec
-    output = Path(record.output_dir)
-    checkpoints = (
-        [
-            checkpoint_id(record.fine_tuned_model, found.step)
-            for found in list_checkpoints(output)
-            if found.complete
-        ]
-        if record.executor == "local"
-        else []
-    )
-    return Model(
-        id=record.fine_tuned_model,
-        base_model=spec.model,
-        job=record.name,
-        method=spec.method,
-        created_at=facts.registered_at if facts else (record.finished_at or record.updated_at),
-        owner=record.owner,
-        path=record.output_dir,
-        size_bytes=facts.size_bytes if facts else None,
-        metrics=ModelMetrics(
-            train_loss=facts.train_loss if facts else None,
-            eval_loss=facts.eval_loss if facts else None,
-            eval_loss_before=record.eval_loss_before,
-            eval_gain=record.eval_gain,
-        ),
-        lineage=ModelLineage(
-            dataset=spec.dataset,
-            dataset_sha256=record.dataset_sha256,
-            validation_dataset=spec.validation_dataset,
-            validation_dataset_sha256=record.validation_dataset_sha256,
-            hyperparameters=spec.hyperparameters.model_dump(mode="json"),
-            lora=spec.lora.model_dump(mode="json") if spec.lora else None,
-        ),
-        checkpoints=checkpoints,
-    )
-
-
-def _public_base(base: BaseModel) -> Model:
-    return Model(
-        id=base.id,
-        created_at=base.created_at,
-        path=str(base.path) if base.path else None,
-        size_bytes=_files_size(base.path) if base.path else None,
-    )
-
-
 def _from_directory(path: Path) -> TrainingModel:
     return TrainingModel(load=str(path), tokenizer=str(path), base_model=str(path))
 
@@ -399,17 +312,6 @@ def _resolve_path(model: str) -> Path | None:
         return Path(model).expanduser().resolve()
     except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte
         return None
-
-
-def _files_size(directory: Path) -> int:
-    """The regular files directly in `directory` (checkpoints and merged copies excluded)."""
-    total = 0
-    with contextlib.suppress(OSError):
-        for entry in directory.iterdir():
-            with contextlib.suppress(OSError):
-                if entry.is_file():
-                    total += entry.stat().st_size
-    return total
 
 
 def _sort_key(model: Model) -> tuple[int, str]:
