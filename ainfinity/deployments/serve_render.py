@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from ainfinity import __version__
 from ainfinity.exceptions import InvalidSpec
 from ainfinity.executors.sky_catalog import plain_error, validate_task
-from ainfinity.jobs.task_render import find_template, load_template
+from ainfinity.jobs.task_render import NODE_INPUTS_DIR, find_template, load_template
 from ainfinity.schema.deployment import DeploymentSpec
 from ainfinity.serving.model_source import ModelSource
 
@@ -56,8 +57,12 @@ def render_service(
     *,
     engine: Engine,
     pip_spec: str | None,
+    wheel: Path | None = None,
 ) -> dict[str, Any]:
-    """The SkyServe task of one deployment (a dict), its token left out."""
+    """The SkyServe task of one deployment (a dict), its token left out.
+
+    A transformers replica installs `pip_spec` when given, else `wheel` (this server's own
+    ainfinity, uploaded beside the model as jobs upload it to their nodes)."""
     resources: dict[str, Any] = dict(template.get("resources") or {})
     requested = spec.resources
     for key, value in (
@@ -85,9 +90,15 @@ def render_service(
     )
     if "ports" in resources:
         envs["AINFINITY_PORT"] = str(resources["ports"])
+    file_mounts = dict(model.file_mounts)
     # An unpinned spec in the template means "the version this server runs", as for jobs.
     if pip_spec is not None:
         envs["AINFINITY_PIP_SPEC"] = pip_spec
+    elif wheel is not None and engine == "transformers":
+        # Relative: under the replica's workdir, where `setup:` runs; no sudo needed.
+        node_wheel = f"{NODE_INPUTS_DIR}/{wheel.name}"
+        file_mounts[node_wheel] = str(wheel)
+        envs["AINFINITY_PIP_SPEC"] = f"./{node_wheel}"
     elif envs.get("AINFINITY_PIP_SPEC") == "ainfinity":
         envs["AINFINITY_PIP_SPEC"] = f"ainfinity=={__version__}"
     service = copy.deepcopy(template["service"])
@@ -100,9 +111,9 @@ def render_service(
     task: dict[str, Any] = {}
     for key, value in template.items():
         task[key] = copy.deepcopy(value)
-        if key == "envs" and model.file_mounts:
+        if key == "envs" and file_mounts:
             # Beside the envs: where a reader looks for what the scripts get.
-            task["file_mounts"] = {**(template.get("file_mounts") or {}), **model.file_mounts}
+            task["file_mounts"] = {**(template.get("file_mounts") or {}), **file_mounts}
     task.update(
         name=spec.name,
         resources=resources,

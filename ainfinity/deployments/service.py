@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 from ainfinity.core.config import ApiKey, Settings
@@ -43,6 +44,7 @@ from ainfinity.exceptions import (
 )
 from ainfinity.executors.sky_catalog import estimate_cost
 from ainfinity.executors.sky_serve_sdk import SkyServeSdk
+from ainfinity.executors.sky_wheel import ServerWheelUnavailable, server_wheel
 from ainfinity.executors.skypilot import describe_sky_error
 from ainfinity.finops.deployment_costs import deployment_costs
 from ainfinity.finops.prices import replica_prices
@@ -166,16 +168,28 @@ class DeploymentService:
     def _render(self, spec: DeploymentSpec, model_id: str, *, caller: ApiKey) -> dict[str, Any]:
         """The SkyServe task serving `model_id`, checked by SkyPilot's own code (422)."""
         model = replica_model(self.registry, model_id, caller=caller)
+        engine = choose_engine(spec)
         task = render_service(
             self.template,
             spec.model_copy(update={"model": model_id}),
             model,
-            engine=choose_engine(spec),
+            engine=engine,
             pip_spec=self.settings.skypilot_pip_spec,
+            wheel=self._replica_wheel() if engine == "transformers" else None,
         )
         # Checked as SkyPilot will get it: with a token in the secret the probe sends.
         validate_service(with_token(task, "x" * 43))
         return task
+
+    def _replica_wheel(self) -> Path | None:
+        """This server's ainfinity as a wheel for transformers replicas, unless a pip spec
+        is set (no package index carries ainfinity)."""
+        if self.settings.skypilot_pip_spec is not None:
+            return None
+        try:
+            return server_wheel(self.settings.home)
+        except ServerWheelUnavailable as exc:
+            raise InvalidSpec(str(exc)) from None
 
     # -- read ------------------------------------------------------------------------------
 

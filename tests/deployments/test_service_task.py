@@ -5,6 +5,7 @@ the scripts stay byte-identical to `skylaunch/serve.yaml`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from ainfinity.deployments.serve_render import (
     with_token,
 )
 from ainfinity.exceptions import InvalidSpec
+from ainfinity.executors.sky_wheel import server_wheel
 from ainfinity.schema.deployment import DeploymentSpec
 from tests.builders import ROOT
 from tests.deployments.conftest import MODEL, deployment_body
@@ -91,6 +93,29 @@ class TestSkyPilotAcceptsRenderedServices:
         assert rendered["envs"]["AINFINITY_SERVED_NAME"] == "Qwen/Qwen2-0.5B"
         assert task.service.post_data["model"] == LORA.id
         assert rendered["file_mounts"] == {NODE_ADAPTER_DIR: "s3://team-bucket/runs/lora-1"}
+
+    def test_a_transformers_replica_installs_this_servers_wheel(self, tmp_path: Path) -> None:
+        # No package index carries ainfinity: the replica gets the server's own wheel.
+        wheel = server_wheel(tmp_path)
+        spec = DeploymentSpec.model_validate(
+            {"name": "bot", "model": MODEL, "executor": "skypilot", "engine": "transformers"}
+        )
+        template = load_serve_template()
+        rendered = render_service(template, spec, FULL, engine="transformers", pip_spec=None,
+                                  wheel=wheel)  # fmt: skip
+        task = parsed(rendered)
+        node_wheel = f"ainfinity-inputs/{wheel.name}"
+        assert rendered["file_mounts"][node_wheel] == str(wheel)
+        assert rendered["envs"]["AINFINITY_PIP_SPEC"] == f"./{node_wheel}"
+        assert task.setup == template["setup"]
+        # A pip spec set by the operator wins; vLLM replicas need no ainfinity at all.
+        pinned = render_service(template, spec, FULL, engine="transformers",
+                                pip_spec="ainfinity @ https://x/y.whl", wheel=wheel)  # fmt: skip
+        assert pinned["envs"]["AINFINITY_PIP_SPEC"] == "ainfinity @ https://x/y.whl"
+        assert node_wheel not in pinned["file_mounts"]
+        gpu = spec.model_copy(update={"engine": "vllm"})
+        on_vllm = render_service(template, gpu, FULL, engine="vllm", pip_spec=None, wheel=wheel)
+        assert node_wheel not in on_vllm["file_mounts"]
 
     def test_metadata_with_quotes_and_substitutions_stays_data(self) -> None:
         rendered = render(metadata={"note": NASTY})
