@@ -33,7 +33,11 @@ logger = logging.getLogger("ainfinity.skypilot")
 LOG_DRAIN_SECONDS = 30.0
 # What the executor reads of a managed-job record. `queue_v2` fills in only the fields it is
 # asked for, and its default set leaves out `failure_reason`.
-QUEUE_FIELDS = ("job_id", "job_name", "status", "failure_reason", "recovery_count")
+# Where the job runs and when (finops: cluster_facts) beside what tracking reads.
+QUEUE_FIELDS = (
+    "job_id", "job_name", "status", "failure_reason", "recovery_count",
+    "cloud", "region", "accelerators", "start_at", "end_at",
+)  # fmt: skip
 # SkyPilot prefixes a failure with its exception's class: "[sky.exceptions.X] Catalog ...".
 _EXCEPTION_TAG = re.compile(r"^\[[\w.]+\]\s*")
 
