@@ -84,13 +84,16 @@ class SkyRequests:
                     self._submit_errors[(name, kind)] = describe_sky_error(exc)
                 self.wake()
                 return
+            # Known to this process before the record shows it: a pass that reads the stored
+            # id in between must not take it for a restart's and wait on it a second time.
+            with self._lock:
+                self._outcomes[request_id] = None
             try:
                 self.store.update(name, _store_id(request_key(kind), request_id))
             except DeploymentNotFound:
                 logger.warning("deployment %s vanished while its %s was submitted", name, kind)
             with self._lock:
                 self._submitting.discard((name, kind))
-                self._outcomes[request_id] = None
             self._wait(request_id, wait)
 
         threading.Thread(target=run, name=f"skyserve-{kind}-{name}", daemon=True).start()
