@@ -55,6 +55,8 @@ from ainfinity.serving.supervisor import WorkerSupervisor
 from ainfinity.store.job_store import JobStore
 
 logger = logging.getLogger("ainfinity")
+# How long a shutdown waits for the background loops to end after cancelling them.
+SHUTDOWN_WAIT_SECONDS = 10.0
 
 
 def create_app(
@@ -167,9 +169,11 @@ def create_app(
             tracker.on_change = lambda: None
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # A loop waiting on a pass in a thread ends when that pass does: bounded, so a
+            # stuck call (a SkyPilot request, a file lock) cannot hold the shutdown forever.
+            _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECONDS)
+            for task in stuck:
+                logger.warning("shutdown: %s still running; not waiting for it", task.get_name())
             await gateway.close()
             await supervisor.stop()
             await router.close()
