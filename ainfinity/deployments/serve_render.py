@@ -18,7 +18,12 @@ from typing import Any, Literal
 from ainfinity import __version__
 from ainfinity.exceptions import InvalidSpec
 from ainfinity.executors.sky_catalog import plain_error, validate_task
-from ainfinity.jobs.task_render import NODE_INPUTS_DIR, find_template, load_template
+from ainfinity.jobs.task_render import (
+    NODE_INPUTS_DIR,
+    fill_resources,
+    find_template,
+    load_template,
+)
 from ainfinity.schema.deployment import DeploymentSpec
 from ainfinity.serving.model_source import ModelSource
 
@@ -63,17 +68,7 @@ def render_service(
 
     A transformers replica installs `pip_spec` when given, else `wheel` (this server's own
     ainfinity, uploaded beside the model as jobs upload it to their nodes)."""
-    resources: dict[str, Any] = dict(template.get("resources") or {})
-    requested = spec.resources
-    for key, value in (
-        ("accelerators", requested.accelerators),
-        ("cloud", requested.cloud),
-        ("region", requested.region),
-    ):
-        if value is not None:
-            resources[key] = value
-    if requested.use_spot:
-        resources["use_spot"] = True
+    resources = fill_resources(template.get("resources"), spec.resources)
     envs: dict[str, Any] = dict(template.get("envs") or {})
     source = ModelSource(
         id=model.id, load=model.load, adapter=model.adapter, tokenizer=model.tokenizer

@@ -11,7 +11,7 @@ import json
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -98,14 +98,20 @@ def job_config(spec: JobSpec, trained_from: TrainingModel, *, output_dir: str) -
     }
 
 
-def render_task(template: dict[str, Any], spec: JobSpec, *, workdir: Path) -> dict[str, Any]:
-    """Fill the template for one job; the result is a SkyPilot task config (a dict)."""
-    task = copy.deepcopy(template)
-    task["name"] = spec.name
-    task["workdir"] = str(workdir)
-    task["num_nodes"] = spec.resources.num_nodes
-    resources: dict[str, Any] = dict(task.get("resources") or {})
-    requested = spec.resources
+class RequestedResources(Protocol):
+    """What a job or a deployment asks SkyPilot for."""
+
+    accelerators: str | None
+    cloud: str | None
+    region: str | None
+    use_spot: bool
+
+
+def fill_resources(
+    template: dict[str, Any] | None, requested: RequestedResources
+) -> dict[str, Any]:
+    """The template's `resources:` with what was asked for set over it."""
+    resources: dict[str, Any] = dict(template or {})
     for key, value in (
         ("accelerators", requested.accelerators),
         ("cloud", requested.cloud),
@@ -115,7 +121,16 @@ def render_task(template: dict[str, Any], spec: JobSpec, *, workdir: Path) -> di
             resources[key] = value
     if requested.use_spot:
         resources["use_spot"] = True
-    task["resources"] = resources
+    return resources
+
+
+def render_task(template: dict[str, Any], spec: JobSpec, *, workdir: Path) -> dict[str, Any]:
+    """Fill the template for one job; the result is a SkyPilot task config (a dict)."""
+    task = copy.deepcopy(template)
+    task["name"] = spec.name
+    task["workdir"] = str(workdir)
+    task["num_nodes"] = spec.resources.num_nodes
+    task["resources"] = fill_resources(task.get("resources"), spec.resources)
     envs: dict[str, Any] = dict(task.get("envs") or {})
     # An unpinned spec in the template means "the version this server runs".
     if envs.get("AINFINITY_PIP_SPEC") == "ainfinity":
