@@ -23,6 +23,7 @@ from ainfinity.api.openai import openai_router
 from ainfinity.api.openapi_schema import install_openapi
 from ainfinity.api.v1 import api_router
 from ainfinity.core.config import ApiKey, Settings, get_settings
+from ainfinity.core.event_wait import wait_event
 from ainfinity.core.logging import configure_logging
 from ainfinity.deployments.local_workers import LocalDeployments
 from ainfinity.deployments.routing import DeploymentRouter
@@ -170,7 +171,8 @@ def create_app(
             for task in tasks:
                 task.cancel()
             # A loop waiting on a pass in a thread ends when that pass does: bounded, so a
-            # stuck call (a SkyPilot request, a file lock) cannot hold the shutdown forever.
+            # stuck call (a SkyPilot request, a file lock) cannot hold the shutdown forever
+            # (the loops' own waits keep the cancellation: core.event_wait).
             _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECONDS)
             for task in stuck:
                 logger.warning("shutdown: %s still running; not waiting for it", task.get_name())
@@ -242,8 +244,7 @@ async def _reconcile_forever(
     service: SkyPilotService, wake: asyncio.Event, settings: Settings
 ) -> None:
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), settings.reconcile_interval_seconds)
+        await wait_event(wake, settings.reconcile_interval_seconds)
         wake.clear()
         try:
             await anyio.to_thread.run_sync(service.reconcile)

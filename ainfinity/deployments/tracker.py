@@ -12,7 +12,6 @@ One pass runs at a time across the server's processes (a file lock).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ import anyio
 import yaml
 
 from ainfinity.core.config import Settings
+from ainfinity.core.event_wait import wait_event
 from ainfinity.deployments.lifecycle import (
     apply_service,
     event,
@@ -337,8 +337,7 @@ async def track_forever(
 ) -> None:
     """The app's tracking loop: local workers synced on the event loop, the pass in a thread."""
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), settings.deploy_poll_seconds)
+        await wait_event(wake, settings.deploy_poll_seconds)
         wake.clear()
         try:
             records = await anyio.to_thread.run_sync(store.all)

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from ainfinity.core.config import Settings
+from ainfinity.core.event_wait import wait_event
 from ainfinity.exceptions import WorkerUnavailable
 from ainfinity.executors.local import process_start_ticks
 from ainfinity.jobs.run_output import tail_bytes
@@ -131,8 +132,7 @@ class WorkerSupervisor:
             if self._owner() and self.status == "failed":
                 raise WorkerUnavailable(self._failure_message())
             self._event("ready").clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event("ready").wait(), min(remaining, 0.25))
+            await wait_event(self._event("ready"), min(remaining, 0.25))
 
     def notify_broken(self) -> None:
         """A request saw the worker's connection drop: look at it now."""
@@ -156,8 +156,7 @@ class WorkerSupervisor:
             except Exception:
                 logger.exception("supervisor pass failed")
             wait = 0.1 if self.status in ("starting", "restarting") else interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event("changed").wait(), wait)
+            await wait_event(self._event("changed"), wait)
 
     async def _tick(self) -> None:
         if not self._owner():
